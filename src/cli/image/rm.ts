@@ -1,0 +1,45 @@
+/** `gantry image rm IMAGE...`: remove images (and the blobs and snapshots no other image uses). */
+import { GantryError, isGantryError } from '../../errors.js';
+import { findStoredImage } from '../../image/lookup.js';
+import { Store } from '../../store/store.js';
+import { writeJson, type Command } from '../command.js';
+
+export const rmCommand: Command = {
+  name: 'rm',
+  usage: 'gantry image rm IMAGE...',
+  summary: 'Remove images by ID, ID prefix or name. A name that is one of several of an image removes only that name.',
+  flags: {},
+  async run(args, env) {
+    if (args.positionals.length === 0) throw new GantryError('USAGE', 'image rm needs at least one image');
+    const store = await Store.open(env.ctx);
+    const removed: string[] = [];
+    let failures = 0;
+    try {
+      for (const text of args.positionals) {
+        const image = findStoredImage(store, text);
+        if (!image) {
+          env.stderr.write(`gantry: error: no image "${text}" in the store\n`);
+          failures++;
+          continue;
+        }
+        const byName = image.names.find((n) => n === text || n.endsWith(`/${text}`) || n === text.replace(/^docker:\/\//, ''));
+        if (byName && image.names.length > 1) {
+          store.meta.removeName(byName);
+        } else {
+          store.meta.removeImage(image.id);
+        }
+        removed.push(image.id);
+      }
+      const report = await store.gc();
+      if (env.format === 'json') writeJson(env, { removed, removedBlobs: report.removedBlobs.length, removedSnapshots: report.removedSnapshots.length });
+      else for (const id of removed) env.stdout.write(`${id}\n`);
+    } catch (err) {
+      if (isGantryError(err)) throw err;
+      throw err;
+    } finally {
+      store.close();
+    }
+    if (failures > 0) throw new GantryError('IMAGE_NOT_FOUND', `${failures} of ${args.positionals.length} image(s) not found`, { hint: 'gantry image list shows what the store holds' });
+    return 0;
+  },
+};

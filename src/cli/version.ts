@@ -1,0 +1,18 @@
+/** `gantry version`. */
+import { readFileSync } from 'node:fs';
+import type { Command } from './command.js';
+import { writeJson } from './command.js';
+
+export const versionCommand: Command = {
+  name: 'version',
+  usage: 'gantry version',
+  summary: 'Print gantry\'s version and the versions of the specs it implements.',
+  flags: {},
+  async run(_args, env) {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const info = { gantry: pkg.version, node: process.versions.node, ociImageSpec: '1.1.0', ociRuntimeSpec: '1.1.0', appcSpec: '0.8.11', cniSpec: '1.0.0' };
+    if (env.format === 'json') writeJson(env, info);
+    else env.stdout.write(Object.entries(info).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n');
+    return 0;
+  },
+};

@@ -1,0 +1,245 @@
+/**
+ * stage0's fetch pipeline: reference -> source -> resolved manifest ->
+ * signature check -> config -> layers (downloaded and unpacked, several at a
+ * time) -> image record. The record is written last, in one transaction, so
+ * other commands never see a half-fetched image; blobs and snapshots land
+ * atomically on their own and a crash leaves only garbage for gc.
+ */
+import type { Context } from '../context.js';
+import { GantryError, isGantryError } from '../errors.js';
+import type { ImageRecord, LayerRecord } from '../store/metadata.js';
+import type { Store } from '../store/store.js';
+import { SnapshotStore } from '../store/snapshots.js';
+import { verifyImage, type VerificationOutcome } from '../trust/verify.js';
+import { mapLimit } from '../util/concurrency.js';
+import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type Platform, type ResolvedManifest } from './model.js';
+import { parseReference, type DockerReference, type ImageReference } from './reference.js';
+
+/** rkt's pull policies: never (store only), new (fetch if absent), update (always ask the source). */
+export type PullPolicy = 'never' | 'new' | 'update';
+
+export interface FetchOptions {
+  platform?: Platform;
+  pullPolicy?: PullPolicy;
+  /** Layers downloaded and unpacked at once. */
+  parallelLayers?: number;
+}
+
+export interface FetchResult {
+  image: ImageRecord;
+  /** False when the store already had it and nothing was transferred. */
+  transferred: boolean;
+  verification?: VerificationOutcome;
+}
+
+const MAX_CONFIG_BYTES = 16 << 20;
+const HEX_ID = /^(sha256:)?[0-9a-f]{6,64}$/;
+
+export async function fetchImage(ctx: Context, store: Store, text: string, options: FetchOptions = {}): Promise<FetchResult> {
+  const policy = options.pullPolicy ?? 'update';
+  const ref = parseReference(text);
+  const platform = options.platform ?? hostPlatform();
+
+  if (ref.kind === 'name') return fetchByName(ctx, store, text, ref, policy, platform, options);
+  if (ref.kind === 'docker') {
+    if (policy !== 'update') {
+      const local = store.meta.findImage(ref.canonical);
+      if (local) return { image: local, transferred: false };
+    }
+    if (policy === 'never') throw notInStore(text);
+    return fetchFromDocker(ctx, store, [ref], platform, options);
+  }
+  return pullFromSource(ctx, store, await openSource(ctx, ref, platform), platform, options);
+}
+
+async function fetchByName(
+  ctx: Context, store: Store, text: string, ref: Extract<ImageReference, { kind: 'name' }>,
+  policy: PullPolicy, platform: Platform, options: FetchOptions,
+): Promise<FetchResult> {
+  // An ID or ID prefix never goes to the network.
+  const local = store.meta.findImage(text) ?? (ref.docker ? store.meta.findImage(ref.docker.canonical) : undefined);
+  if (local && (policy !== 'update' || HEX_ID.test(text) || !ref.docker)) return { image: local, transferred: false };
+  if (HEX_ID.test(text) || !ref.docker) throw notInStore(text);
+  const { loadRegistriesConf, expandShortName } = await import('./registry/registries-conf.js');
+  const candidates = ref.docker.explicitRegistry ? [ref.docker] : expandShortName(text, await loadRegistriesConf(ctx));
+  if (policy !== 'update') {
+    for (const c of candidates) {
+      const hit = store.meta.findImage(c.canonical);
+      if (hit) return { image: hit, transferred: false };
+    }
+  }
+  if (policy === 'never') throw notInStore(text);
+  return fetchFromDocker(ctx, store, candidates, platform, options);
+}
+
+/** Tries each candidate name in order (short-name search); the first that exists wins. */
+async function fetchFromDocker(ctx: Context, store: Store, candidates: DockerReference[], platform: Platform, options: FetchOptions): Promise<FetchResult> {
+  const { openRegistrySource } = await import('./registry/source.js');
+  let lastError: unknown;
+  for (const candidate of candidates) {
+    const source = await openRegistrySource(candidate, ctx, { platform });
+    try {
+      return await pullFromSource(ctx, store, source, platform, options);
+    } catch (err) {
+      if (!isGantryError(err, 'IMAGE_NOT_FOUND') || candidates.length === 1) throw err;
+      ctx.debug(`${candidate.canonical}: not found, trying the next search registry`);
+      lastError = err;
+    }
+  }
+  throw lastError ?? notInStore(candidates.map((c) => c.canonical).join(', '));
+}
+
+async function openSource(ctx: Context, ref: ImageReference, platform: Platform): Promise<ImageSource> {
+  const { openLocalSource } = await import('./transports/index.js');
+  return openLocalSource(ref, ctx, { platform });
+}
+
+function notInStore(text: string): GantryError {
+  return new GantryError('IMAGE_NOT_FOUND', `image "${text}" is not in the store`, {
+    hint: 'fetch it first (gantry fetch), or allow fetching with --pull-policy=new',
+  });
+}
+
+/** Runs the pipeline for one opened source; always closes it. */
+export async function pullFromSource(ctx: Context, store: Store, source: ImageSource, platform: Platform, options: FetchOptions = {}): Promise<FetchResult> {
+  try {
+    return await store.withUseLock(async () => {
+      const manifest = await source.resolve(platform);
+      ctx.debug(`${source.description}: manifest ${manifest.digest} (${manifest.mediaType}), ${manifest.layers.length} layer(s)`);
+
+      // Before anything is downloaded or unpacked: the signature check.
+      const verification = await verifyImage(ctx, manifest, source);
+
+      const existing = store.meta.getImage(manifest.digest);
+      if (existing && (await store.isComplete(existing))) {
+        const names = existing.names.includes(manifest.name) ? existing.names : [...existing.names, manifest.name];
+        const now = new Date().toISOString();
+        const updated = { ...existing, names, fetchedAt: now };
+        store.meta.putImage(updated);
+        for (const layer of manifest.layers) ctx.progress({ kind: 'phase', id: layer.digest, phase: 'cached' });
+        return { image: updated, transferred: false, verification };
+      }
+
+      const configBytes = await fetchSmallBlob(store, source, manifest.config);
+      const config = parseConfig(configBytes, manifest, source.description);
+      const diffIds = manifest.format === 'oci' ? config.rootfs?.diff_ids : undefined;
+      if (diffIds && diffIds.length !== manifest.layers.length) {
+        throw new GantryError('MANIFEST_INVALID', `${source.description}: the config lists ${diffIds.length} layer diff IDs but the manifest has ${manifest.layers.length} layers`);
+      }
+      const layers = await fetchLayers(ctx, store, source, manifest, diffIds, options.parallelLayers ?? 4);
+      await store.content.putBytes({ digest: manifest.digest, size: manifest.raw.length }, manifest.raw);
+
+      const now = new Date().toISOString();
+      const record: ImageRecord = {
+        id: manifest.digest,
+        names: existing ? [...new Set([...existing.names, manifest.name])] : [manifest.name],
+        manifestDigest: manifest.digest,
+        manifestMediaType: manifest.mediaType,
+        configDigest: manifest.config.digest,
+        indexDigest: manifest.indexDigest,
+        format: manifest.format,
+        platform: manifest.platform,
+        layers: layers.map((l) => l.record),
+        size: manifest.raw.length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0),
+        unpackedSize: layers.reduce((n, l) => n + l.unpackedSize, 0),
+        fetchedAt: now,
+        lastUsedAt: now,
+        labels: labelsOf(configBytes, manifest.format),
+        source: source.description,
+      };
+      store.meta.putImage(record);
+      return { image: record, transferred: true, verification };
+    });
+  } finally {
+    await source.close();
+  }
+}
+
+async function fetchSmallBlob(store: Store, source: ImageSource, desc: Descriptor): Promise<Buffer> {
+  if (desc.size > MAX_CONFIG_BYTES) {
+    throw new GantryError('MANIFEST_INVALID', `${source.description}: config blob ${desc.digest} claims ${desc.size} bytes, more than the ${MAX_CONFIG_BYTES} gantry accepts`);
+  }
+  if (!(await store.content.has(desc.digest))) {
+    await store.content.ingest({ digest: desc.digest, size: desc.size }, (offset) => source.openBlob(desc, offset));
+  }
+  return store.content.readBytes(desc.digest);
+}
+
+function parseConfig(bytes: Buffer, manifest: ResolvedManifest, where: string): ImageConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new GantryError('MANIFEST_INVALID', `${where}: the image config ${manifest.config.digest} is not valid JSON`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new GantryError('MANIFEST_INVALID', `${where}: the image config ${manifest.config.digest} is not a JSON object`);
+  }
+  const config = parsed as ImageConfig;
+  if (manifest.format === 'oci') {
+    const ids = config.rootfs?.diff_ids;
+    if (!Array.isArray(ids) || ids.some((d) => typeof d !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(d))) {
+      throw new GantryError('MANIFEST_INVALID', `${where}: the image config ${manifest.config.digest} has no valid rootfs.diff_ids`);
+    }
+  }
+  return config;
+}
+
+function labelsOf(configBytes: Buffer, format: 'oci' | 'appc'): Record<string, string> {
+  const parsed = JSON.parse(configBytes.toString('utf8')) as Record<string, unknown>;
+  if (format === 'appc') {
+    const labels = Array.isArray(parsed.labels) ? (parsed.labels as { name: string; value: string }[]) : [];
+    return Object.fromEntries(labels.filter((l) => typeof l?.name === 'string').map((l) => [l.name, String(l.value)]));
+  }
+  const config = (parsed as ImageConfig).config;
+  return { ...(config?.Labels ?? {}) };
+}
+
+interface FetchedLayer {
+  record: LayerRecord;
+  unpackedSize: number;
+}
+
+async function fetchLayers(
+  ctx: Context, store: Store, source: ImageSource, manifest: ResolvedManifest, diffIds: string[] | undefined, parallel: number,
+): Promise<FetchedLayer[]> {
+  // With diff IDs known up front every layer's chain ID is too, so layers
+  // are independent: each can be downloaded and unpacked in parallel, and a
+  // layer another image already unpacked is skipped.
+  const chainIds: (string | undefined)[] = [];
+  let parent: string | undefined;
+  for (let i = 0; i < manifest.layers.length; i++) {
+    parent = diffIds ? SnapshotStore.chainId(parent, diffIds[i]!) : undefined;
+    chainIds.push(parent);
+  }
+  return mapLimit(manifest.layers, parallel, async (layer, i) => {
+    const id = layer.digest;
+    const known = chainIds[i];
+    if (known && (await store.snapshots.has(known))) {
+      ctx.progress({ kind: 'start', id, label: shortLabel(layer.digest), total: layer.size });
+      ctx.progress({ kind: 'phase', id, phase: 'cached' });
+      return {
+        record: { digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: diffIds![i]!, chainId: known },
+        unpackedSize: 0,
+      };
+    }
+    ctx.progress({ kind: 'start', id, label: shortLabel(layer.digest), total: layer.size });
+    if (!(await store.content.has(layer.digest))) {
+      await store.content.ingest({ digest: layer.digest, size: layer.size }, (offset) => source.openBlob(layer, offset), {
+        onBytes: (n) => ctx.progress({ kind: 'advance', id, bytes: n }),
+      });
+    }
+    ctx.progress({ kind: 'phase', id, phase: 'unpacking' });
+    const parentChainId = i === 0 ? undefined : chainIds[i - 1];
+    const unpacked = await store.snapshots.unpack(layer, store.content.blobPath(layer.digest), parentChainId, diffIds?.[i]);
+    ctx.progress({ kind: 'phase', id, phase: 'done' });
+    return {
+      record: { digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: unpacked.diffId, chainId: unpacked.chainId },
+      unpackedSize: unpacked.unpackedSize,
+    };
+  });
+}
+
+function shortLabel(digest: string): string {
+  return digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13);
+}
