@@ -1,0 +1,287 @@
+/**
+ * Image references: turns every REF form `gantry fetch` accepts into one
+ * discriminated union, without touching the network or the disk.
+ *
+ * Forms, checked in this order:
+ *   docker://[host[:port]/]repo[:tag][@digest]   registry image
+ *   oci:DIR[:tag]                                OCI image layout directory
+ *   oci-archive:FILE[:tag]                       tarred OCI layout
+ *   docker-archive:FILE[:name:tag]               `docker save` tarball
+ *   https://.../x.aci, http://...                ACI by URL (http is refused later unless allowed)
+ *   file:///x.aci, ./x.aci, /abs/x.aci, x.aci    local ACI
+ *   anything else                                a store reference (image ID, ID prefix or name);
+ *                                                if it is a syntactically valid docker name the
+ *                                                parsed form is attached so pull logic can resolve
+ *                                                it against registries.
+ *
+ * Docker names follow the distribution reference grammar (github.com/distribution/reference).
+ */
+import { GantryError } from '../errors.js';
+
+export interface DockerReference {
+  kind: 'docker';
+  /** Registry host[:port]; Docker Hub is "docker.io". */
+  registry: string;
+  /** Repository path inside the registry, e.g. "library/busybox". */
+  repository: string;
+  tag?: string;
+  digest?: string;
+  /** "registry/repo:tag", "registry/repo@digest" or, with both, "registry/repo:tag@digest". */
+  canonical: string;
+  /** Whether the text named the registry (false: it came from the default). */
+  explicitRegistry: boolean;
+}
+
+export type ImageReference =
+  | DockerReference
+  | { kind: 'oci-layout'; path: string; tag?: string }
+  | { kind: 'oci-archive'; path: string; tag?: string }
+  | { kind: 'docker-archive'; path: string; name?: string }
+  | { kind: 'aci-url'; url: string }
+  | { kind: 'aci-file'; path: string }
+  | { kind: 'name'; text: string; docker?: DockerReference };
+
+export const DOCKER_HUB = 'docker.io';
+const DEFAULT_TAG = 'latest';
+const MAX_NAME_LENGTH = 255;
+
+// Grammar pieces from the distribution reference package.
+const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const DOMAIN_COMPONENT = /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$/;
+const TAG = /^[\w][\w.-]{0,127}$/;
+const DIGEST = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
+const PORT = /^[0-9]{1,5}$/;
+
+/** Hex lengths of the digest algorithms gantry can verify. */
+const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+function invalid(text: string, problem: string, hint?: string): GantryError {
+  return new GantryError('INVALID_REFERENCE', `invalid image reference "${text}": ${problem}`, {
+    hint: hint ?? 'use docker://[host[:port]/]repo[:tag|@sha256:...], oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE[:name:tag], an https:// URL or a path to an .aci file',
+  });
+}
+
+/**
+ * Checks a digest string ("sha256:<64 lowercase hex>"); returns a problem
+ * description, or undefined when valid.
+ */
+export function digestProblem(digest: string): string | undefined {
+  const m = DIGEST.exec(digest);
+  if (!m) return `"${digest}" is not a digest (expected algorithm:hex, e.g. sha256:<64 hex digits>)`;
+  const [, algorithm, hex] = m as unknown as [string, string, string];
+  const length = DIGEST_HEX_LENGTH[algorithm];
+  if (length === undefined) return `digest algorithm "${algorithm}" is not supported (use sha256 or sha512)`;
+  if (!/^[0-9a-f]+$/.test(hex) || hex.length !== length) {
+    return `digest "${digest}" must have ${length} lowercase hex digits after "${algorithm}:"`;
+  }
+  return undefined;
+}
+
+export function isValidDigest(digest: string): boolean {
+  return digestProblem(digest) === undefined;
+}
+
+function isDomain(host: string): boolean {
+  let name = host;
+  let port: string | undefined;
+  if (name.startsWith('[')) {
+    // IPv6 literal: [addr] or [addr]:port
+    const close = name.indexOf(']');
+    if (close < 0) return false;
+    const addr = name.slice(1, close);
+    if (!/^[0-9a-fA-F:.]+$/.test(addr)) return false;
+    const rest = name.slice(close + 1);
+    if (rest === '') return true;
+    if (!rest.startsWith(':')) return false;
+    return PORT.test(rest.slice(1));
+  }
+  const colon = name.lastIndexOf(':');
+  if (colon >= 0) {
+    port = name.slice(colon + 1);
+    name = name.slice(0, colon);
+    if (!PORT.test(port)) return false;
+  }
+  return name.length > 0 && name.split('.').every((c) => DOMAIN_COMPONENT.test(c));
+}
+
+/** Docker's rule: the first component is a host if it looks like one. */
+function looksLikeHost(component: string): boolean {
+  return component.includes('.') || component.includes(':') || component === 'localhost' || component !== component.toLowerCase();
+}
+
+/** Normalises the Hub's historical aliases to "docker.io". */
+export function normalizeRegistry(host: string): string {
+  return host === 'index.docker.io' || host === 'registry-1.docker.io' ? DOCKER_HUB : host;
+}
+
+/** Builds the canonical string of a docker reference's parts. */
+export function dockerCanonical(registry: string, repository: string, tag?: string, digest?: string): string {
+  return `${registry}/${repository}${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
+}
+
+/** Builds a DockerReference from validated parts, filling `canonical`. */
+export function makeDockerReference(registry: string, repository: string, tag: string | undefined, digest: string | undefined, explicitRegistry = true): DockerReference {
+  const ref: DockerReference = { kind: 'docker', registry, repository, canonical: dockerCanonical(registry, repository, tag, digest), explicitRegistry };
+  if (tag !== undefined) ref.tag = tag;
+  if (digest !== undefined) ref.digest = digest;
+  return ref;
+}
+
+/**
+ * Parses a docker name "[host[:port]/]repo[:tag][@digest]". Without a
+ * registry the default (docker.io) is used, with "library/" for
+ * single-component Hub names; without tag and digest the tag is "latest".
+ */
+export function parseDockerName(text: string, opts: { defaultRegistry?: string } = {}): DockerReference {
+  if (text === '') throw invalid(text, 'the name is empty');
+  if (/\s/.test(text)) throw invalid(text, 'it contains whitespace');
+
+  let remainder = text;
+  let digest: string | undefined;
+  const at = remainder.indexOf('@');
+  if (at >= 0) {
+    digest = remainder.slice(at + 1);
+    remainder = remainder.slice(0, at);
+    const problem = digestProblem(digest);
+    if (problem) throw invalid(text, problem);
+  }
+
+  let tag: string | undefined;
+  const lastSlash = remainder.lastIndexOf('/');
+  const colon = remainder.lastIndexOf(':');
+  if (colon > lastSlash) {
+    tag = remainder.slice(colon + 1);
+    remainder = remainder.slice(0, colon);
+    if (!TAG.test(tag)) {
+      throw invalid(text, `tag "${tag}" is not valid (up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-')`);
+    }
+  }
+
+  const components = remainder.split('/');
+  let registry: string;
+  let explicitRegistry: boolean;
+  if (components.length > 1 && looksLikeHost(components[0]!)) {
+    registry = components.shift()!;
+    if (!isDomain(registry)) throw invalid(text, `registry host "${registry}" is not a valid host[:port]`);
+    registry = normalizeRegistry(registry);
+    explicitRegistry = true;
+  } else {
+    registry = opts.defaultRegistry ?? DOCKER_HUB;
+    explicitRegistry = false;
+  }
+  for (const component of components) {
+    if (component === '') throw invalid(text, 'the repository has an empty path component');
+    if (!PATH_COMPONENT.test(component)) {
+      const lower = component.toLowerCase();
+      const problem = lower !== component && PATH_COMPONENT.test(lower)
+        ? `repository component "${component}" must be lowercase`
+        : `repository component "${component}" is not valid (lowercase letters, digits and single '.', '_', '__' or '-' separators)`;
+      throw invalid(text, problem);
+    }
+  }
+  if (registry === DOCKER_HUB && components.length === 1) components.unshift('library');
+  const repository = components.join('/');
+  if (repository.length + registry.length + 1 > MAX_NAME_LENGTH) {
+    throw invalid(text, `the name is longer than ${MAX_NAME_LENGTH} characters`);
+  }
+  if (tag === undefined && digest === undefined) tag = DEFAULT_TAG;
+  return makeDockerReference(registry, repository, tag, digest, explicitRegistry);
+}
+
+/** Transports other tools know that gantry does not read, to give a clear error. */
+const UNSUPPORTED_TRANSPORTS = ['dir', 'docker-daemon', 'containers-storage', 'ostree', 'sif', 'tarball'];
+
+function splitPathAndSuffix(text: string, rest: string, transport: string): { path: string; suffix?: string } {
+  // containers/image splits at the first ':' too, so a path cannot contain one.
+  const colon = rest.indexOf(':');
+  const path = colon >= 0 ? rest.slice(0, colon) : rest;
+  const suffix = colon >= 0 ? rest.slice(colon + 1) : undefined;
+  if (path === '') throw invalid(text, `${transport}: needs a path`);
+  return suffix === undefined ? { path } : { path, suffix };
+}
+
+/** Parses any REF the CLI accepts; throws INVALID_REFERENCE naming the bad part. */
+export function parseReference(text: string): ImageReference {
+  if (text === '') throw invalid(text, 'the reference is empty');
+  if (text !== text.trim()) throw invalid(text, 'it has leading or trailing whitespace');
+
+  if (text.startsWith('docker://')) {
+    const rest = text.slice('docker://'.length);
+    if (rest === '') throw invalid(text, 'docker:// needs an image name');
+    return parseDockerName(rest);
+  }
+  if (text.startsWith('oci:')) {
+    const { path, suffix } = splitPathAndSuffix(text, text.slice(4), 'oci');
+    if (suffix === undefined) return { kind: 'oci-layout', path };
+    if (suffix === '') throw invalid(text, 'the tag after the path is empty');
+    return { kind: 'oci-layout', path, tag: suffix };
+  }
+  if (text.startsWith('oci-archive:')) {
+    const { path, suffix } = splitPathAndSuffix(text, text.slice('oci-archive:'.length), 'oci-archive');
+    if (suffix === undefined) return { kind: 'oci-archive', path };
+    if (suffix === '') throw invalid(text, 'the tag after the path is empty');
+    return { kind: 'oci-archive', path, tag: suffix };
+  }
+  if (text.startsWith('docker-archive:')) {
+    const { path, suffix } = splitPathAndSuffix(text, text.slice('docker-archive:'.length), 'docker-archive');
+    if (suffix === undefined) return { kind: 'docker-archive', path };
+    if (suffix === '') throw invalid(text, 'the name after the path is empty');
+    // "@N" selects the N-th image of a multi-image archive (containers/image syntax).
+    if (!/^@[0-9]+$/.test(suffix)) {
+      try {
+        parseDockerName(suffix);
+      } catch {
+        throw invalid(text, `"${suffix}" is not a valid image name (expected name:tag or @index)`);
+      }
+    }
+    return { kind: 'docker-archive', path, name: suffix };
+  }
+  if (/^https?:\/\//i.test(text)) {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw invalid(text, 'it is not a valid URL');
+    }
+    if (url.hostname === '') throw invalid(text, 'the URL has no host');
+    return { kind: 'aci-url', url: url.toString() };
+  }
+  if (text.startsWith('file://')) {
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(text).pathname);
+    } catch {
+      throw invalid(text, 'it is not a valid file:// URL');
+    }
+    return { kind: 'aci-file', path };
+  }
+  if (text.endsWith('.aci')) return { kind: 'aci-file', path: text };
+  if (text.startsWith('/') || text.startsWith('./') || text.startsWith('../')) {
+    throw invalid(text, 'a local path must name an .aci file',
+      'for an OCI layout or archive use oci:DIR, oci-archive:FILE or docker-archive:FILE');
+  }
+  const transport = /^([a-z-]+):/.exec(text);
+  if (transport && UNSUPPORTED_TRANSPORTS.includes(transport[1]!)) {
+    throw invalid(text, `the ${transport[1]}: transport is not supported`);
+  }
+  let docker: DockerReference | undefined;
+  try {
+    docker = parseDockerName(text);
+  } catch {
+    docker = undefined;
+  }
+  return docker ? { kind: 'name', text, docker } : { kind: 'name', text };
+}
+
+/** The reference as the user would write it with its transport, for messages. */
+export function formatReference(ref: ImageReference): string {
+  switch (ref.kind) {
+    case 'docker': return `docker://${ref.canonical}`;
+    case 'oci-layout': return `oci:${ref.path}${ref.tag !== undefined ? `:${ref.tag}` : ''}`;
+    case 'oci-archive': return `oci-archive:${ref.path}${ref.tag !== undefined ? `:${ref.tag}` : ''}`;
+    case 'docker-archive': return `docker-archive:${ref.path}${ref.name !== undefined ? `:${ref.name}` : ''}`;
+    case 'aci-url': return ref.url;
+    case 'aci-file': return ref.path;
+    case 'name': return ref.text;
+  }
+}
