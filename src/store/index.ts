@@ -1,0 +1,11 @@
+/**
+ * The image store's public surface: content (blobs by digest), snapshots
+ * (unpacked layers in overlay form), metadata (SQLite index), rendering, and
+ * the file locks that make concurrent gantry processes safe.
+ */
+export { ContentStore, parseDigest, isDigest, digestOf, type DigestAlgorithm, type IngestOptions } from './content.js';
+export { SnapshotStore, type UnpackResult, type UnpackLayer, type SnapshotMeta } from './snapshots.js';
+export { MetadataStore, SCHEMA_VERSION, type ImageRecord, type LayerRecord } from './metadata.js';
+export { renderSnapshots } from './render.js';
+export { extractTar, decompressor, OPAQUE_XATTR, type ExtractOptions, type ExtractStats } from './extract.js';
+export { FileLock, type LockMode, type AcquireOptions } from './lock.js';
