@@ -141,7 +141,8 @@ function isCertError(err: unknown): boolean {
 /** Maps a Node network error to REGISTRY_UNREACHABLE or INSECURE_TRANSPORT. */
 export function networkError(err: unknown, host: string, url: URL): GantryError {
   if (err instanceof GantryError) return err;
-  const message = (err as Error).message ?? String(err);
+  // OpenSSL messages carry a multi-line trace; the first line, trimmed, is enough.
+  const message = ((err as Error).message ?? String(err)).split('\n')[0]!.replace(/^(\w+ EPROTO) [0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):.*$/, '$1 $2').slice(0, 200);
   if (isCertError(err)) {
     return new GantryError('INSECURE_TRANSPORT', `${host}: TLS certificate verification failed for ${url.origin} (${message})`, {
       hint: 'install the registry\'s CA (or set GANTRY_CA_FILE), or accept it explicitly with --insecure-options=tls or "insecure = true" in registries.conf',
