@@ -378,6 +378,16 @@ describe('hostile layers', () => {
     await expectRejected({ layer: { digest: gd, mediaType: MEDIA_TYPES.ociLayer, compression: 'none' }, blobPath: await content.putBytes({ digest: gd }, garbage) }, 'ARCHIVE_INVALID');
   });
 
+  it('rejects entry types it does not know instead of guessing', async () => {
+    const t = Buffer.from(await tarOf([{ name: 'sparse', body: 'data' }]));
+    t[156] = 'S'.charCodeAt(0); // GNU sparse file
+    t.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += t[i];
+    t.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    await expectRejected(await layerFrom(t), 'ARCHIVE_INVALID', /"sparse" has an unsupported type/);
+  });
+
   it('rejects a diffId mismatch and a blob that does not match its digest', async () => {
     const t = await tarOf([{ name: 'f', body: 'x' }]);
     const blob = await layerFrom(t);

@@ -17,10 +17,14 @@
  * Kept: types, modes (setuid too: chmod follows chown), owners, mtimes and
  * atimes, xattrs (except trusted.overlay.*), symlinks, device nodes, fifos,
  * and hardlinks between names of the same layer. Sockets are skipped.
+ *
+ * The walk uses synchronous fs calls (a thread-pool round trip per call costs
+ * more than the call) and yields to the event loop every few hundred entries.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errnoCode, GantryError, translateFsError } from '../errors.js';
 import { lgetxattr, llistxattr, lsetxattr, mknod } from '../sys/libc.js';
 import { OPAQUE_XATTR } from './extract.js';
@@ -52,7 +56,7 @@ export async function renderSnapshots(layerFsPaths: string[], target: string): P
     }
     // Deepest first, so that setting a child's times does not touch its parent's again.
     const dirs = [...dirTimes.entries()].sort((a, b) => b[0].length - a[0].length);
-    for (const [rel, t] of dirs) await fsp.lutimes(path.join(root, rel), t.atime, t.mtime);
+    for (const [rel, t] of dirs) fs.lutimesSync(path.join(root, rel), t.atime, t.mtime);
   } catch (err) {
     throw translateFsError(err, `the rendered image ${root}`);
   }
@@ -61,6 +65,7 @@ export async function renderSnapshots(layerFsPaths: string[], target: string): P
 class LayerRenderer {
   /** dev:ino of multiply-linked files already copied from this layer -> target path. */
   private readonly links = new Map<string, string>();
+  private count = 0;
 
   constructor(
     private readonly src: string,
@@ -72,44 +77,44 @@ class LayerRenderer {
   async dir(rel: string, isRoot = false): Promise<void> {
     const s = path.join(this.src, rel);
     const d = path.join(this.dst, rel);
-    const st = await fsp.lstat(s);
+    const st = fs.lstatSync(s);
     if (!isRoot) {
-      const cur = await lstatOrUndefined(d);
-      if (cur && !cur.isDirectory()) {
-        await fsp.unlink(d);
-      }
-      if (!cur || !cur.isDirectory()) await fsp.mkdir(d, { mode: 0o700 });
+      const cur = lstatOrUndefined(d);
+      if (cur && !cur.isDirectory()) fs.unlinkSync(d);
+      if (!cur || !cur.isDirectory()) fs.mkdirSync(d, { mode: 0o700 });
     }
     if (isOpaque(s)) {
-      await clearDir(d);
+      clearDir(d);
       for (const key of [...this.dirTimes.keys()]) if (key !== rel && (rel === '' || key.startsWith(`${rel}/`))) this.dirTimes.delete(key);
     }
-    await this.meta(s, d, st);
+    this.meta(s, d, st);
     this.dirTimes.set(rel, { atime: st.atimeMs / 1000, mtime: st.mtimeMs / 1000 });
 
-    const names = (await fsp.readdir(s)).sort();
+    const names = fs.readdirSync(s).sort();
     for (const name of names) {
       const childRel = rel ? `${rel}/${name}` : name;
       const cs = path.join(this.src, childRel);
-      const cst = await fsp.lstat(cs);
+      const cst = fs.lstatSync(cs);
       if (cst.isDirectory()) {
         await this.dir(childRel);
         continue;
       }
-      await this.nonDir(childRel, cs, cst);
+      this.nonDir(childRel, cs, cst);
+      // Let timers and sockets of a long-lived process (the CRI server) breathe.
+      if (++this.count % 256 === 0) await yieldToEventLoop();
     }
   }
 
-  private async nonDir(rel: string, s: string, st: fs.Stats): Promise<void> {
+  private nonDir(rel: string, s: string, st: fs.Stats): void {
     const d = path.join(this.dst, rel);
-    const cur = await lstatOrUndefined(d);
+    const cur = lstatOrUndefined(d);
     if (cur) {
       if (cur.isDirectory()) {
-        await fsp.rm(d, { recursive: true, force: true });
+        fs.rmSync(d, { recursive: true, force: true });
         this.dirTimes.delete(rel);
         for (const key of [...this.dirTimes.keys()]) if (key.startsWith(`${rel}/`)) this.dirTimes.delete(key);
       } else {
-        await fsp.unlink(d);
+        fs.unlinkSync(d);
       }
     }
     if (st.isCharacterDevice() && st.rdev === 0) return; // whiteout: the deletion is all it does
@@ -118,27 +123,27 @@ class LayerRenderer {
       const key = `${st.dev}:${st.ino}`;
       const first = this.links.get(key);
       if (first !== undefined) {
-        await fsp.link(first, d);
+        fs.linkSync(first, d);
         return;
       }
       this.links.set(key, d);
     }
     if (st.isFile()) {
-      await fsp.copyFile(s, d, fs.constants.COPYFILE_EXCL);
+      fs.copyFileSync(s, d, fs.constants.COPYFILE_EXCL);
     } else if (st.isSymbolicLink()) {
-      await fsp.symlink(await fsp.readlink(s), d);
+      fs.symlinkSync(fs.readlinkSync(s), d);
     } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
       const kind = st.isFIFO() ? fs.constants.S_IFIFO : st.isBlockDevice() ? fs.constants.S_IFBLK : fs.constants.S_IFCHR;
       mknod(d, kind | 0o600, major(st.rdev), minor(st.rdev));
     } else {
       return; // sockets have no meaning outside a running process
     }
-    await this.meta(s, d, st);
-    if (!st.isDirectory()) await fsp.lutimes(d, st.atimeMs / 1000, st.mtimeMs / 1000);
+    this.meta(s, d, st);
+    fs.lutimesSync(d, st.atimeMs / 1000, st.mtimeMs / 1000);
   }
 
-  private async meta(s: string, d: string, st: fs.Stats): Promise<void> {
-    await fsp.lchown(d, st.uid, st.gid);
+  private meta(s: string, d: string, st: fs.Stats): void {
+    fs.lchownSync(d, st.uid, st.gid);
     for (const name of llistxattr(s)) {
       if (name.startsWith('trusted.overlay.')) continue;
       const value = lgetxattr(s, name);
@@ -151,7 +156,7 @@ class LayerRenderer {
         throw err;
       }
     }
-    if (!st.isSymbolicLink()) await fsp.chmod(d, st.mode & 0o7777);
+    if (!st.isSymbolicLink()) fs.chmodSync(d, st.mode & 0o7777);
   }
 }
 
@@ -159,13 +164,13 @@ function isOpaque(dir: string): boolean {
   return lgetxattr(dir, OPAQUE_XATTR)?.toString() === 'y';
 }
 
-async function clearDir(dir: string): Promise<void> {
-  for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+function clearDir(dir: string): void {
+  for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
 }
 
-async function lstatOrUndefined(p: string): Promise<fs.Stats | undefined> {
+function lstatOrUndefined(p: string): fs.Stats | undefined {
   try {
-    return await fsp.lstat(p);
+    return fs.lstatSync(p);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
