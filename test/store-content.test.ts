@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { GantryError, isGantryError, type ErrorCode } from '../src/errors.js';
 import { ContentStore } from '../src/store/content.js';
 import { FileLock } from '../src/store/lock.js';
+import { mount, umount2, MNT_DETACH } from '../src/sys/libc.js';
 
 const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const isCode = (code: ErrorCode, pattern?: RegExp) => (err: unknown) => {
@@ -199,6 +200,24 @@ describe('ContentStore', () => {
     setTimeout(() => ac.abort(new Error('user pressed ^C')), 20);
     await assert.rejects(pending, /user pressed/);
     assert.deepEqual(await ingestLeftovers(), []);
+  });
+
+  it('reports a full disk as NO_SPACE and cleans up', async () => {
+    const small = path.join(tmp, 'small');
+    await fsp.mkdir(small);
+    mount('tmpfs', small, 'tmpfs', 0, 'size=256k');
+    try {
+      const smallStore = new ContentStore(path.join(small, 'store'));
+      const data = Buffer.alloc(1024 * 1024, 1);
+      await assert.rejects(
+        smallStore.ingest({ digest: sha256(data), size: data.length }, async () => Readable.from(chunksOf(data, 65536))),
+        isCode('NO_SPACE', /blob sha256:/),
+      );
+      assert.deepEqual(await fsp.readdir(path.join(small, 'store', 'ingest')), []);
+      assert.equal(await smallStore.has(sha256(data)), false);
+    } finally {
+      umount2(small, MNT_DETACH);
+    }
   });
 
   it('stores a blob once when two processes ingest it at the same time', async () => {

@@ -388,6 +388,23 @@ describe('hostile layers', () => {
     await expectRejected(await layerFrom(t), 'ARCHIVE_INVALID', /"sparse" has an unsupported type/);
   });
 
+  it('reports a full disk as NO_SPACE and leaves no temp dir', async () => {
+    const t = await tarOf([{ name: 'big', body: Buffer.alloc(1024 * 1024, 2) }]);
+    const blob = await layerFrom(t, 'gzip');
+    const small = path.join(tmp, 'small');
+    await fsp.mkdir(small);
+    mount('tmpfs', small, 'tmpfs', 0, 'size=256k');
+    try {
+      const smallSnaps = new SnapshotStore(path.join(small, 'store'));
+      await assert.rejects(smallSnaps.unpack(blob.layer, blob.blobPath, undefined, blob.diffId), (err: unknown) => isGantryError(err, 'NO_SPACE'));
+      assert.deepEqual(await fsp.readdir(path.join(small, 'store', 'tmp')), []);
+      assert.deepEqual(await smallSnaps.list(), []);
+    } finally {
+      umount2(small, MNT_DETACH);
+      await fsp.rmdir(small);
+    }
+  });
+
   it('rejects a diffId mismatch and a blob that does not match its digest', async () => {
     const t = await tarOf([{ name: 'f', body: 'x' }]);
     const blob = await layerFrom(t);
