@@ -57,10 +57,11 @@ function interrupted(what: string, received: number, expected: number | undefine
  * server that ignored Range) and turning a premature close into
  * DOWNLOAD_INTERRUPTED.
  */
-function guardBody(res: IncomingMessage, skip: number, what: string): Readable {
+function guardBody(res: IncomingMessage, skip: number, what: string, limit: number): Readable {
   const lengthHeader = res.headers['content-length'];
   const expected = lengthHeader !== undefined && /^[0-9]+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
   let received = 0;
+  let delivered = 0;
   let toSkip = skip;
   const out = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -73,6 +74,14 @@ function guardBody(res: IncomingMessage, skip: number, what: string): Readable {
         }
         chunk = chunk.subarray(toSkip);
         toSkip = 0;
+      }
+      delivered += chunk.length;
+      // A hostile server must not be able to fill the disk past the descriptor's size.
+      if (delivered > limit) {
+        cb(new GantryError('SIZE_MISMATCH', `${what}: the registry sent more than the ${limit} bytes the manifest declares`, {
+          hint: 'the registry serves inconsistent content; report it to its operator',
+        }));
+        return;
       }
       cb(null, chunk);
     },
@@ -209,7 +218,9 @@ class RegistryImageSource implements ImageSource {
     const client = this.pinned ?? this.clients[this.clients.length - 1]!;
     const problem = digestProblem(descriptor.digest);
     if (problem) throw new GantryError('MANIFEST_INVALID', `${this.description}: ${problem}`);
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${offset}`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > descriptor.size) {
+      throw new RangeError(`offset must be an integer between 0 and ${descriptor.size}, got ${offset}`);
+    }
     const what = `blob ${descriptor.digest} of ${this.description}`;
     const headers: Record<string, string> = { accept: '*/*' };
     if (offset > 0) headers.range = `bytes=${offset}-`;
@@ -221,9 +232,9 @@ class RegistryImageSource implements ImageSource {
         discard(res.body);
         throw new GantryError('REGISTRY_ERROR', `${what}: asked for bytes from ${offset}, the registry sent from ${m[1]}`);
       }
-      return guardBody(res.body, 0, what);
+      return guardBody(res.body, 0, what, descriptor.size - offset);
     }
-    if (res.status === 200) return guardBody(res.body, offset, what);
+    if (res.status === 200) return guardBody(res.body, offset, what, descriptor.size - offset);
     if (res.status === 416 && offset > 0) {
       discard(res.body);
       throw new GantryError('DOWNLOAD_INTERRUPTED', `${what}: the registry cannot resume at byte ${offset} (HTTP 416)`, {
