@@ -14,8 +14,10 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
+import tar from 'tar-stream';
 import { createContext, type Context, type InsecureCheck, type ProgressEvent } from '../src/context.js';
 import { isGantryError, type ErrorCode } from '../src/errors.js';
 import type { ImageSource, Platform, ResolvedManifest } from '../src/image/model.js';
@@ -120,6 +122,42 @@ describe('oci: layouts', () => {
     const r = await resolveAndVerify(`oci:${await fixture('multilayer')}:latest`);
     assert.equal(r.layers.length, 5);
     assert.deepEqual(r.layers.map((l) => l.compression), ['gzip', 'gzip', 'gzip', 'gzip', 'none']);
+  });
+
+  test('the multilayer fixture holds the entries other tests rely on', async () => {
+    const source = await open(`oci:${await fixture('multilayer')}:latest`);
+    const layers: Map<string, tar.Header>[] = [];
+    try {
+      const r = await source.resolve(AMD64);
+      for (const d of r.layers) {
+        const entries = new Map<string, tar.Header>();
+        const extract = tar.extract();
+        extract.on('entry', (header, stream, next) => {
+          entries.set(header.name.replace(/^\.\//, '').replace(/\/$/, ''), header);
+          stream.on('end', () => next());
+          stream.resume();
+        });
+        const blob = await source.openBlob(d);
+        if (d.compression === 'gzip') await pipeline(blob, zlib.createGunzip(), extract);
+        else await pipeline(blob, extract);
+        layers.push(entries);
+      }
+    } finally {
+      await source.close();
+    }
+    const [, odd, whiteouts, opaque, xattr] = layers as [unknown, Map<string, tar.Header>, Map<string, tar.Header>, Map<string, tar.Header>, Map<string, tar.Header>];
+    assert.equal(odd.get('data/hardlink')?.type, 'link');
+    assert.equal(odd.get('data/hardlink')?.linkname, 'data/file');
+    assert.equal(odd.get('data/rel-symlink')?.linkname, 'file');
+    assert.equal(odd.get('data/abs-symlink')?.linkname, '/etc/passwd');
+    assert.equal(odd.get('data/fifo')?.type, 'fifo');
+    assert.equal(odd.get('data/setuid')!.mode & 0o7777, 0o4755);
+    assert.equal(odd.get('data/mode0000')!.mode & 0o7777, 0);
+    assert.equal(odd.get('data/owned-by-app')?.uid, 1000);
+    assert.equal(odd.get('data/empty')?.type, 'directory');
+    assert.ok(whiteouts.has('data/.wh.deleteme') && whiteouts.has('data/.wh.deldir'));
+    assert.ok(opaque.has('olddir/.wh..wh..opq') && opaque.has('olddir/b'));
+    assert.deepEqual(xattr.get('data/xattr-file')?.pax, { 'SCHILY.xattr.user.gantry': 'hello', mtime: '0.5' });
   });
 
   test('multiarch picks amd64 or arm64/v8 from the nested index, refuses s390x', async () => {
@@ -474,6 +512,11 @@ describe('ACI', () => {
     await rejectsWith(resolve(await make('noname.aci', JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11' }))), 'MANIFEST_INVALID', /name/);
     await rejectsWith(resolve(await make('badname.aci', JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11', name: 'Bad Name' }))), 'MANIFEST_INVALID', /AC identifier/);
     await rejectsWith(resolve(await make('labels.aci', JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11', name: 'x', labels: { os: 'linux' } }))), 'MANIFEST_INVALID', /labels/);
+    // No os/arch labels: runs anywhere.
+    const anyArch = await make('any.aci', JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11', name: 'example.com/any' }));
+    assert.deepEqual((await resolve(anyArch, ARM64)).platform, ARM64);
+    const wrongOs = await make('freebsd.aci', JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11', name: 'x', labels: [{ name: 'os', value: 'freebsd' }] }));
+    await rejectsWith(resolve(wrongOs), 'PLATFORM_NOT_FOUND', /freebsd\/amd64/);
     const noRootfs = path.join(tmp, 'norootfs.aci');
     await fsp.writeFile(noRootfs, await tarBuffer([{ name: 'manifest', content: good }]));
     await rejectsWith(resolve(noRootfs), 'ARCHIVE_INVALID', /rootfs/);

@@ -116,14 +116,17 @@ function label(manifest: AciManifest, name: string): string | undefined {
   return manifest.labels?.find((l) => l.name === name)?.value;
 }
 
-/** The platform an ACI declares (labels os/arch), or undefined if it does not say. */
-export function aciPlatform(manifest: AciManifest): Platform | undefined {
+/**
+ * The platform an ACI declares (labels os/arch) filled in from `wanted` where
+ * it says nothing: appc makes both labels optional, meaning "any".
+ */
+export function aciPlatform(manifest: AciManifest, wanted: Platform): Platform {
   const os = label(manifest, 'os');
   const arch = label(manifest, 'arch');
-  if (os === undefined && arch === undefined) return undefined;
-  const mapped = arch !== undefined ? APPC_ARCH[arch] ?? { architecture: arch } : undefined;
-  const platform: Platform = { os: os ?? 'linux', architecture: mapped?.architecture ?? '' };
-  if (mapped?.variant !== undefined) platform.variant = mapped.variant;
+  if (arch === undefined) return { ...wanted, os: os ?? wanted.os };
+  const mapped = APPC_ARCH[arch] ?? { architecture: arch };
+  const platform: Platform = { os: os ?? wanted.os, architecture: mapped.architecture };
+  if (mapped.variant !== undefined) platform.variant = mapped.variant;
   return platform;
 }
 
@@ -399,17 +402,13 @@ class AciSource implements ImageSource {
     const inspection = await inspectAci(file, where);
     const { manifest, manifestRaw } = inspection;
 
-    const declared = aciPlatform(manifest);
-    let resolvedPlatform = platform;
-    if (declared !== undefined) {
-      const d = normalizePlatform(declared);
-      const w = normalizePlatform(platform);
-      if (d.os !== w.os || d.architecture !== w.architecture || (d.variant ?? '') !== (w.variant ?? '')) {
-        throw new GantryError('PLATFORM_NOT_FOUND', `${where}: the ACI is for ${formatPlatform(d)}, not ${formatPlatform(w)}`, {
-          hint: 'fetch an ACI built for this platform, or ask for its platform with --platform',
-        });
-      }
-      resolvedPlatform = declared;
+    const resolvedPlatform = aciPlatform(manifest, platform);
+    const d = normalizePlatform(resolvedPlatform);
+    const w = normalizePlatform(platform);
+    if (d.os !== w.os || d.architecture !== w.architecture || (d.variant ?? '') !== (w.variant ?? '')) {
+      throw new GantryError('PLATFORM_NOT_FOUND', `${where}: the ACI is for ${formatPlatform(d)}, not ${formatPlatform(w)}`, {
+        hint: 'fetch an ACI built for this platform, or ask for its platform with --platform',
+      });
     }
 
     const config: Descriptor = {
