@@ -33,6 +33,7 @@ import type { Context } from '../../context.js';
 import { errnoCode, GantryError, translateFsError } from '../../errors.js';
 import { formatPlatform, normalizePlatform } from '../manifest.js';
 import { MEDIA_TYPES, type Descriptor, type ImageSource, type LayerCompression, type LayerDescriptor, type Platform, type ResolvedManifest } from '../model.js';
+import type { ImageReference } from '../reference.js';
 import { sniffCompression } from './archive.js';
 import { checkOffset, missingBlob } from './oci-layout.js';
 
@@ -364,7 +365,7 @@ export async function downloadAci(url: string, dest: string, ctx: Context): Prom
   }
 }
 
-export type AciOrigin = { kind: 'aci-file'; path: string } | { kind: 'aci-url'; url: string };
+export type AciOrigin = Extract<ImageReference, { kind: 'aci-file' | 'aci-url' }>;
 
 class AciSource implements ImageSource {
   readonly description: string;

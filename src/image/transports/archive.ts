@@ -29,7 +29,7 @@ import { MAX_MANIFEST_SIZE, parseManifest } from '../manifest.js';
 import {
   MEDIA_TYPES, type Descriptor, type ImageConfig, type ImageSource, type Platform, type ResolvedManifest,
 } from '../model.js';
-import { parseDockerName } from '../reference.js';
+import { parseDockerName, type ImageReference } from '../reference.js';
 import { checkOffset, localName, missingBlob, OciLayoutSource, warnOnPlatformMismatch, type LayoutReader } from './oci-layout.js';
 
 const BLOCK = 512;
@@ -342,11 +342,7 @@ function archiveBase(file: string): string {
   return path.basename(file).replace(/\.(tar\.gz|tgz|tar)$/i, '');
 }
 
-export interface OciArchiveRef {
-  kind: 'oci-archive';
-  path: string;
-  tag?: string;
-}
+export type OciArchiveRef = Extract<ImageReference, { kind: 'oci-archive' }>;
 
 export async function openOciArchive(ref: OciArchiveRef, ctx: Context): Promise<ImageSource> {
   const file = path.resolve(ref.path);
@@ -362,12 +358,8 @@ export async function openOciArchive(ref: OciArchiveRef, ctx: Context): Promise<
   return source;
 }
 
-export interface DockerArchiveRef {
-  kind: 'docker-archive';
-  path: string;
-  /** "name:tag" or "@N" (the N-th image of the archive, from 0). */
-  name?: string;
-}
+/** `name` is "name:tag" or "@N" (the N-th image of the archive, from 0). */
+export type DockerArchiveRef = Extract<ImageReference, { kind: 'docker-archive' }>;
 
 interface DockerArchiveEntry {
   Config: string;

@@ -28,7 +28,7 @@ import {
   formatPlatform, isIndexMediaType, MAX_MANIFEST_SIZE, normalizePlatform, parseManifest, selectPlatform, verifyDigest,
 } from '../manifest.js';
 import type { Descriptor, ImageConfig, ImageSource, Platform, ResolvedManifest } from '../model.js';
-import { digestProblem, parseDockerName } from '../reference.js';
+import { digestProblem, parseDockerName, type ImageReference } from '../reference.js';
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 /** Nested indexes deeper than this are refused rather than followed forever. */
@@ -317,11 +317,7 @@ export class DirectoryLayoutReader implements LayoutReader {
   }
 }
 
-export interface OciLayoutRef {
-  kind: 'oci-layout';
-  path: string;
-  tag?: string;
-}
+export type OciLayoutRef = Extract<ImageReference, { kind: 'oci-layout' }>;
 
 export async function openOciLayout(ref: OciLayoutRef, ctx: Context): Promise<OciLayoutSource> {
   const dir = path.resolve(ref.path);
