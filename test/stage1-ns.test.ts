@@ -154,6 +154,11 @@ test('unknown user, missing command and bad names are errors that leave nothing 
     await assert.rejects(runOne(env, { ...sh('true'), layers: [path.join(env.base, 'missing')] }), (e: unknown) => isGantryError(e, 'STORE_CORRUPT'));
     await assert.rejects(runOne(env, sh('true'), { ociRuntime: 'no-such-runtime' }), (e: unknown) => isGantryError(e, 'RUNTIME_ERROR'));
     await assert.rejects(runOne(env, { ...sh('true'), capsRetain: ['CAP_BOGUS'] }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
+    await assert.rejects(runOne(env, { ...sh('true'), env: ['NOEQUALS'] }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
+    await assert.rejects(runOne(env, { ...sh('true'), mounts: [{ source: 'relative', destination: '/x' }] }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
+    await assert.rejects(runOne(env, { ...sh('true'), mounts: [{ source: env.layer, destination: '/' }] }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
+    await assert.rejects(runOne(env, { ...sh('true'), limits: { memoryBytes: 1.5 } }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
+    await assert.rejects(runOne(env, sh('true'), { uuid: 'not-a-uuid' }), (e: unknown) => isGantryError(e, 'CONFIG_INVALID'));
     await assert.rejects(runOne(env, { exec: ['/bin/nonexistent'] }), (e: unknown) => isGantryError(e, 'RUNTIME_ERROR') && /nonexistent/.test(e.message));
     assert.deepEqual(mountsUnder(env.base), []);
     assert.equal(fs.existsSync(path.join(env.base, 'state/runtime/crun')) ? fs.readdirSync(path.join(env.base, 'state/runtime/crun')).length : 0, 0);
@@ -275,6 +280,25 @@ test('runc: exit code, hardening, OOM', async () => {
     assert.equal(o.result.exitCode, 137);
     assert.equal(o.result.apps[0]!.oomKilled, true);
     assertNothingLeft(env, o.uuid);
+  } finally {
+    teardown(env);
+  }
+});
+
+test('a pod with two apps runs both; the pod exit code is the first failure', async () => {
+  const env = setup();
+  const uuid = randomUUID();
+  try {
+    const result = await nsStage1(env.ctx).run({
+      uuid, podDir: path.join(env.base, 'pods', uuid), net: 'none',
+      apps: [
+        { name: 'one', layers: [env.layer], config: { Cmd: ['/bin/true'] } },
+        { name: 'two', layers: [env.layer], config: { Cmd: ['/bin/sh', '-c', 'exit 4'] } },
+      ],
+    }, { stdio: ['ignore', 'ignore', 'ignore'], forwardSignals: false });
+    assert.equal(result.exitCode, 4);
+    assert.deepEqual(result.apps.map((a) => [a.app, a.exitCode]), [['one', 0], ['two', 4]]);
+    assertNothingLeft(env, uuid);
   } finally {
     teardown(env);
   }
