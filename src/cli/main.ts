@@ -25,6 +25,19 @@ const COMMANDS: Record<string, { summary: string; load: Loader }> = {
   fetch: { summary: 'fetch images into the store and print their IDs', load: async () => (await import('./fetch.js')).fetchCommand },
   image: { summary: 'manage images in the store (list, rm, gc, render, export, verify, ...)', load: async () => (await import('./image.js')).imageGroup },
   run: { summary: 'run a pod from one or more images', load: async () => (await import('./run.js')).runCommand },
+  prepare: { summary: 'prepare a pod without running it; prints its UUID', load: async () => (await import('./prepare.js')).prepareCommand },
+  'run-prepared': { summary: 'run a prepared pod', load: async () => (await import('./run-prepared.js')).runPreparedCommand },
+  enter: { summary: 'run a command inside a running app', load: async () => (await import('./enter.js')).enterCommand },
+  stop: { summary: 'stop running pods', load: async () => (await import('./stop.js')).stopCommand },
+  list: { summary: 'list pods', load: async () => (await import('./list.js')).listCommand },
+  status: { summary: 'show the status of a pod', load: async () => (await import('./status.js')).statusCommand },
+  logs: { summary: 'show the output of a pod\'s apps', load: async () => (await import('./logs.js')).logsCommand },
+  'cat-manifest': { summary: 'print a pod\'s manifest', load: async () => (await import('./cat-manifest.js')).catManifestCommand },
+  rm: { summary: 'remove exited pods', load: async () => (await import('./rm.js')).rmCommand },
+  gc: { summary: 'garbage-collect exited pods', load: async () => (await import('./gc.js')).gcCommand },
+  app: { summary: 'add, start, stop or remove apps of a running pod', load: async () => (await import('./app.js')).appGroup },
+  trust: { summary: 'manage the keys trusted to sign images', load: async () => (await import('./trust.js')).trustGroup },
+  audit: { summary: 'show and verify the tamper-evident audit log', load: async () => (await import('./audit.js')).auditGroup },
   version: { summary: 'print the version', load: async () => (await import('./version.js')).versionCommand },
 };
 
@@ -127,11 +140,23 @@ function reportError(err: unknown, json: boolean, debug: boolean): number {
 }
 
 const argv = process.argv.slice(2);
+let settled = false;
+// If the event loop drains while main() is still pending, some await can never
+// finish: a bug, and it must not look like success.
+process.on('beforeExit', () => {
+  if (!settled) {
+    settled = true;
+    process.stderr.write('gantry: internal error: stopped with work unfinished (a promise never settled)\n');
+    process.exitCode = EXIT_CODES.INTERNAL;
+  }
+});
 main(argv).then(
   (code) => {
+    settled = true;
     process.exitCode = code;
   },
   (err: unknown) => {
+    settled = true;
     const json = argv.some((a, i) => a === '--format=json' || (a === '--format' && argv[i + 1] === 'json'));
     process.exitCode = reportError(err, json, argv.includes('--debug'));
   },

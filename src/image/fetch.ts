@@ -5,14 +5,16 @@
  * other commands never see a half-fetched image; blobs and snapshots land
  * atomically on their own and a crash leaves only garbage for gc.
  */
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import type { Context } from '../context.js';
 import { GantryError, isGantryError } from '../errors.js';
 import type { ImageRecord, LayerRecord } from '../store/metadata.js';
 import type { Store } from '../store/store.js';
-import { SnapshotStore } from '../store/snapshots.js';
+import { SnapshotStore, type UnpackResult } from '../store/snapshots.js';
 import { verifyImage, type VerificationOutcome } from '../trust/verify.js';
 import { mapLimit } from '../util/concurrency.js';
-import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type Platform, type ResolvedManifest } from './model.js';
+import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type LayerDescriptor, type Platform, type ResolvedManifest } from './model.js';
 import { parseReference, type DockerReference, type ImageReference } from './reference.js';
 
 /** rkt's pull policies: never (store only), new (fetch if absent), update (always ask the source). */
@@ -220,24 +222,79 @@ async function fetchLayers(
       ctx.progress({ kind: 'phase', id, phase: 'cached' });
       return {
         record: { digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: diffIds![i]!, chainId: known },
-        unpackedSize: 0,
+        unpackedSize: (await store.snapshots.meta(known))?.unpackedSize ?? 0,
       };
     }
     ctx.progress({ kind: 'start', id, label: shortLabel(layer.digest), total: layer.size });
-    if (!(await store.content.has(layer.digest))) {
-      await store.content.ingest({ digest: layer.digest, size: layer.size }, (offset) => source.openBlob(layer, offset), {
-        onBytes: (n) => ctx.progress({ kind: 'advance', id, bytes: n }),
-      });
-    }
-    ctx.progress({ kind: 'phase', id, phase: 'unpacking' });
     const parentChainId = i === 0 ? undefined : chainIds[i - 1];
-    const unpacked = await store.snapshots.unpack(layer, store.content.blobPath(layer.digest), parentChainId, diffIds?.[i]);
+    let unpacked: UnpackResult;
+    if (await store.content.has(layer.digest)) {
+      ctx.progress({ kind: 'phase', id, phase: 'unpacking' });
+      unpacked = await store.snapshots.unpack(layer, store.content.blobPath(layer.digest), parentChainId, diffIds?.[i]);
+    } else {
+      unpacked = await downloadAndUnpack(store, source, layer, parentChainId, diffIds?.[i], (n) => ctx.progress({ kind: 'advance', id, bytes: n }));
+    }
     ctx.progress({ kind: 'phase', id, phase: 'done' });
     return {
       record: { digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: unpacked.diffId, chainId: unpacked.chainId },
       unpackedSize: unpacked.unpackedSize,
     };
   });
+}
+
+/**
+ * Downloads a layer into the content store and unpacks it from the same bytes
+ * as they arrive, so extraction overlaps the transfer and the blob is not read
+ * back. The unpacker hashes what it receives and the snapshot only lands when
+ * both the blob digest and the diff ID match; if either side fails, the other
+ * is stopped and nothing is kept.
+ */
+const ALREADY_STORED = 'blob already stored by another process';
+
+async function downloadAndUnpack(
+  store: Store, source: ImageSource, layer: LayerDescriptor, parentChainId: string | undefined,
+  diffId: string | undefined, onBytes: (n: number) => void,
+): Promise<UnpackResult> {
+  const feed = new PassThrough({ highWaterMark: 1 << 20 });
+  const abort = new AbortController();
+  let fed = 0;
+  const unpacking = store.snapshots.unpack(layer, feed, parentChainId, diffId);
+  unpacking.catch((err: unknown) => {
+    abort.abort(err);
+    feed.destroy();
+  });
+  const ingesting = store.content
+    .ingest({ digest: layer.digest, size: layer.size }, (offset) => source.openBlob(layer, offset), {
+      onBytes,
+      signal: abort.signal,
+      description: source.description,
+      onData: async (chunk) => {
+        fed += chunk.length;
+        if (!feed.write(chunk)) await once(feed, 'drain', { signal: abort.signal });
+      },
+    })
+    .then(
+      () => {
+        // Another process stored the blob while we waited for its lock: no
+        // bytes came through here, so unpack from the stored file instead.
+        if (fed !== layer.size) feed.destroy(new Error(ALREADY_STORED));
+        else feed.end();
+      },
+      (err: unknown) => {
+        feed.destroy(err as Error);
+        throw err;
+      },
+    );
+  const [ingested, unpacked] = await Promise.allSettled([ingesting, unpacking]);
+  // The download's verdict first: a bad blob explains a failed unpack, not the reverse.
+  if (ingested.status === 'rejected' && !(abort.signal.aborted && ingested.reason === abort.signal.reason)) throw ingested.reason;
+  if (unpacked.status === 'rejected') {
+    if (ingested.status === 'fulfilled' && fed !== layer.size) {
+      return store.snapshots.unpack(layer, store.content.blobPath(layer.digest), parentChainId, diffId);
+    }
+    throw unpacked.reason;
+  }
+  return unpacked.value;
 }
 
 function shortLabel(digest: string): string {

@@ -59,6 +59,13 @@ export function digestOf(bytes: Buffer | Uint8Array, algorithm: DigestAlgorithm 
 export interface IngestOptions {
   /** Called with the number of new bytes each time some are written. */
   onBytes?: (n: number) => void;
+  /**
+   * Called with each chunk once it is on disk and hashed, in blob order and
+   * exactly once per byte even across resumes, so a consumer (the unpacker)
+   * can work on the blob while it downloads. Awaited: a slow consumer slows
+   * the download instead of buffering it in memory.
+   */
+  onData?: (chunk: Buffer) => void | Promise<void>;
   /** How many times the stream may be opened in total (default 3). */
   maxAttempts?: number;
   signal?: AbortSignal;
@@ -258,6 +265,7 @@ export class ContentStore {
           hash.update(chunk);
           offset += chunk.length;
           opts.onBytes?.(chunk.length);
+          if (opts.onData) await opts.onData(chunk);
         }
         if (offset !== expected.size) {
           throw new GantryError('SIZE_MISMATCH', `blob ${expected.digest} from ${from}: expected ${expected.size} bytes, got ${offset}`, {

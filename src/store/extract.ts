@@ -166,7 +166,8 @@ class ZstdDecompress extends Transform {
 export function decompressor(compression: 'none' | 'gzip' | 'zstd'): Transform {
   switch (compression) {
     case 'gzip':
-      return zlib.createGunzip();
+      // Large output chunks: each one costs a thread-pool round trip and a JS callback.
+      return zlib.createGunzip({ chunkSize: 256 * 1024 });
     case 'zstd':
       return new ZstdDecompress();
     case 'none':

@@ -20,7 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { errnoCode, GantryError, translateFsError } from '../errors.js';
 import { MEDIA_TYPES, type Digest, type LayerCompression } from '../image/model.js';
 import { parseDigest } from './content.js';
@@ -119,13 +119,15 @@ export class SnapshotStore {
 
   async unpack(
     layer: UnpackLayer,
-    blobPath: string,
+    /** The blob's file in the content store, or a stream of its bytes (unpacking while it downloads). */
+    blob: string | Readable,
     parentChainId: Digest | undefined,
     expectedDiffId?: Digest,
     onBytes?: (n: number) => void,
   ): Promise<UnpackResult> {
     const layerName = `layer ${layer.digest}`;
-    const blob = parseDigest(layer.digest);
+    const blobAlgorithm = parseDigest(layer.digest).algorithm;
+    const blobOrigin = typeof blob === 'string' ? `the blob on disk (${blob})` : 'the downloaded blob';
     if (expectedDiffId !== undefined) {
       const chainId = SnapshotStore.chainId(parentChainId, expectedDiffId);
       const existing = await this.meta(chainId);
@@ -138,10 +140,10 @@ export class SnapshotStore {
     try {
       const fsDir = path.join(work, 'fs');
       await fsp.mkdir(fsDir, { mode: 0o755 });
-      const blobTap = new HashTap(blob.algorithm, onBytes);
+      const blobTap = new HashTap(blobAlgorithm, onBytes);
       const tarTap = new HashTap('sha256');
       const stats = await extractTar(
-        fs.createReadStream(blobPath),
+        typeof blob === 'string' ? fs.createReadStream(blob, { highWaterMark: 1 << 20 }) : blob,
         [blobTap, decompressor(layer.compression), tarTap],
         fsDir,
         {
@@ -150,9 +152,9 @@ export class SnapshotStore {
           whiteouts: layer.mediaType !== MEDIA_TYPES.aci,
         },
       );
-      const blobDigest = `${blob.algorithm}:${blobTap.hash.digest('hex')}`;
+      const blobDigest = `${blobAlgorithm}:${blobTap.hash.digest('hex')}`;
       if (blobDigest !== layer.digest) {
-        throw new GantryError('DIGEST_MISMATCH', `${layerName}: the blob on disk (${blobPath}) has digest ${blobDigest}`, {
+        throw new GantryError('DIGEST_MISMATCH', `${layerName}: ${blobOrigin} has digest ${blobDigest}`, {
           hint: 'the store is damaged or was tampered with; remove the image (gantry image rm) and fetch it again',
         });
       }
