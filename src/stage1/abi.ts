@@ -84,7 +84,38 @@ export interface AppSpec {
   tty?: boolean;
 }
 
-export type PodNet = 'none' | 'host';
+/** A port of the pod published on the host (CNI portmap). */
+export interface PortMapping {
+  hostIP?: string;
+  hostPort: number;
+  podPort: number;
+  protocol: 'tcp' | 'udp';
+}
+
+/** CNI networks the pod joins, in order (the first gives the pod its primary IP). */
+export interface PodCniNet {
+  networks: { name: string; args?: Record<string, string> }[];
+  ports: PortMapping[];
+}
+
+/**
+ * 'none': a private network namespace with only loopback; 'host': the
+ * host's network; an object: a private namespace joined to CNI networks.
+ */
+export type PodNet = 'none' | 'host' | PodCniNet;
+
+/** DNS settings written to the pod's /etc/resolv.conf (override CNI's and the host's). */
+export interface PodDns {
+  servers?: string[];
+  search?: string[];
+  options?: string[];
+}
+
+/** An extra /etc/hosts line. */
+export interface HostsEntry {
+  ip: string;
+  names: string[];
+}
 
 /** A pod as stage0 hands it to stage1. */
 export interface PodSpec {
@@ -95,8 +126,14 @@ export interface PodSpec {
   apps: AppSpec[];
   /** Pod hostname; default `gantry-<first 8 chars of uuid>`. */
   hostname?: string;
-  /** 'none' gives the pod only a loopback device; 'host' shares the host's network. */
+  /** See PodNet. */
   net: PodNet;
+  dns?: PodDns;
+  hostsEntries?: HostsEntry[];
+  /** 'app' (default): each app has its own PID namespace; 'pod': the apps share one. */
+  pidMode?: 'app' | 'pod';
+  /** Which stage1 runs the pod; stage0 picks the implementation from it (default 'ns'). */
+  stage1?: 'ns' | 'fly';
   /** OCI runtime: 'crun' (default), 'runc', or a path to a runtime binary. */
   ociRuntime?: string;
 }
@@ -116,6 +153,46 @@ export interface RunOptions {
   stdio?: [StdioTarget, StdioTarget, StdioTarget];
   /** Forward SIGINT/SIGTERM/SIGHUP received by stage0 to the apps (default true). */
   forwardSignals?: boolean;
+  /**
+   * Start the apps under a monitor and resolve once every app started; the
+   * apps outlive stage0. Output goes only to the CRI log files.
+   */
+  detach?: boolean;
+  /**
+   * An fd on which stage0 holds an exclusive flock of <podDir>/lock. stage1
+   * keeps that lock held as long as any app of the pod lives (foreground:
+   * the calling process holds it; detached: a keeper process inherits it).
+   * "lock held" == "pod alive" for every other gantry process.
+   */
+  lockFd?: number;
+}
+
+export type AppState = 'created' | 'running' | 'exited';
+
+export interface AppStatus {
+  name: string;
+  state: AppState;
+  /** Absent for an app that died unseen (crash of its monitor) or never exited. */
+  exitCode?: number;
+  signal?: string;
+  oomKilled?: boolean;
+  /** Host PID of the app's first process while it runs. */
+  pid?: number;
+  /** RFC 3339 times. */
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+export interface NetworkStatus {
+  name: string;
+  /** CIDR form. */
+  ips: string[];
+  interface?: string;
+}
+
+export interface PodStatus {
+  apps: AppStatus[];
+  network?: NetworkStatus[];
 }
 
 export interface AppResult {
@@ -141,14 +218,26 @@ export interface StopOptions {
   timeoutMs?: number;
 }
 
+export interface EnterOptions {
+  stdio?: [StdioTarget, StdioTarget, StdioTarget];
+  /** Allocate a terminal for the command (stdin must be one). */
+  tty?: boolean;
+}
+
 /** A stage1 implementation. Verbs not supported throw RUNTIME_ERROR. */
 export interface Stage1 {
   /** Short name: 'ns', 'fly', or the executable's path. */
   readonly name: string;
-  /** Foreground run: starts all apps, waits for them, cleans up; see lifecycle above. */
+  /**
+   * Foreground: starts all apps, waits for them, cleans up; resolves with
+   * every app's result. Detached (options.detach): resolves once every app
+   * started, with `apps: []` and exitCode 0.
+   */
   run(pod: PodSpec, options?: RunOptions): Promise<PodResult>;
+  /** What stage1 recorded about the pod's apps; correct from a fresh process and after crashes. */
+  status(pod: PodRef): Promise<PodStatus>;
   /** Runs `command` inside a running app; resolves to its exit code. */
-  enter(pod: PodRef, app: string, command: string[], options?: RunOptions): Promise<number>;
+  enter(pod: PodRef, app: string, command: string[], options?: EnterOptions): Promise<number>;
   stop(pod: PodRef, options?: StopOptions): Promise<void>;
   /** Removes what stage1 left of an exited pod; idempotent. */
   gc(pod: PodRef): Promise<void>;

@@ -22,6 +22,7 @@ export function nsStage1(ctx: Context): Stage1 {
     name: 'ns',
     run: (pod, options) => runPod(ctx, pod, options),
     gc: (pod) => gcPod(ctx, pod),
+    status: async () => notYet('status'),
     enter: async () => notYet('enter'),
     stop: async () => notYet('stop'),
     appAdd: async () => notYet('app add'),
