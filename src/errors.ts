@@ -11,6 +11,7 @@ export const EXIT_CODES = {
   INVALID_REFERENCE: 2,
   IMAGE_NOT_FOUND: 3,
   POD_NOT_FOUND: 3,
+  NETWORK_NOT_FOUND: 3,
   AMBIGUOUS_IMAGE: 3,
   REGISTRY_UNREACHABLE: 4,
   REGISTRY_ERROR: 4,
@@ -34,6 +35,7 @@ export const EXIT_CODES = {
   POD_STATE: 12,
   RUNTIME_ERROR: 13,
   CONFIG_INVALID: 14,
+  NETWORK_ERROR: 15,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;
