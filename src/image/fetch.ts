@@ -5,13 +5,12 @@
  * other commands never see a half-fetched image; blobs and snapshots land
  * atomically on their own and a crash leaves only garbage for gc.
  */
-import { once } from 'node:events';
-import { PassThrough } from 'node:stream';
 import type { Context } from '../context.js';
 import { GantryError, isGantryError } from '../errors.js';
 import type { ImageRecord, LayerRecord } from '../store/metadata.js';
 import type { Store } from '../store/store.js';
 import { SnapshotStore, type UnpackResult } from '../store/snapshots.js';
+import { startUnpack } from '../store/unpack-thread.js';
 import { verifyImage, type VerificationOutcome } from '../trust/verify.js';
 import { mapLimit } from '../util/concurrency.js';
 import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type LayerDescriptor, type Platform, type ResolvedManifest } from './model.js';
@@ -232,7 +231,10 @@ async function fetchLayers(
       ctx.progress({ kind: 'phase', id, phase: 'unpacking' });
       unpacked = await store.snapshots.unpack(layer, store.content.blobPath(layer.digest), parentChainId, diffIds?.[i]);
     } else {
-      unpacked = await downloadAndUnpack(store, source, layer, parentChainId, diffIds?.[i], (n) => ctx.progress({ kind: 'advance', id, bytes: n }));
+      unpacked = await downloadAndUnpack(store, source, layer, parentChainId, diffIds?.[i], (n) => ctx.progress({ kind: 'advance', id, bytes: n }), () =>
+        // Downloaded and its digest verified; extraction, which ran alongside, finishes.
+        ctx.progress({ kind: 'phase', id, phase: 'unpacking' }),
+      );
     }
     ctx.progress({ kind: 'phase', id, phase: 'done' });
     return {
@@ -249,20 +251,14 @@ async function fetchLayers(
  * both the blob digest and the diff ID match; if either side fails, the other
  * is stopped and nothing is kept.
  */
-const ALREADY_STORED = 'blob already stored by another process';
-
 async function downloadAndUnpack(
   store: Store, source: ImageSource, layer: LayerDescriptor, parentChainId: string | undefined,
-  diffId: string | undefined, onBytes: (n: number) => void,
+  diffId: string | undefined, onBytes: (n: number) => void, onDownloaded: () => void,
 ): Promise<UnpackResult> {
-  const feed = new PassThrough({ highWaterMark: 1 << 20 });
+  const unpack = startUnpack({ storeRoot: store.root, layer, parentChainId, expectedDiffId: diffId });
   const abort = new AbortController();
+  unpack.result.catch((err: unknown) => abort.abort(err));
   let fed = 0;
-  const unpacking = store.snapshots.unpack(layer, feed, parentChainId, diffId);
-  unpacking.catch((err: unknown) => {
-    abort.abort(err);
-    feed.destroy();
-  });
   const ingesting = store.content
     .ingest({ digest: layer.digest, size: layer.size }, (offset) => source.openBlob(layer, offset), {
       onBytes,
@@ -270,22 +266,23 @@ async function downloadAndUnpack(
       description: source.description,
       onData: async (chunk) => {
         fed += chunk.length;
-        if (!feed.write(chunk)) await once(feed, 'drain', { signal: abort.signal });
+        await unpack.write(chunk);
       },
     })
     .then(
       () => {
         // Another process stored the blob while we waited for its lock: no
         // bytes came through here, so unpack from the stored file instead.
-        if (fed !== layer.size) feed.destroy(new Error(ALREADY_STORED));
-        else feed.end();
+        onDownloaded();
+        if (fed !== layer.size) unpack.abort('blob already stored by another process');
+        else unpack.end();
       },
       (err: unknown) => {
-        feed.destroy(err as Error);
+        unpack.abort((err as Error)?.message ?? 'download failed');
         throw err;
       },
     );
-  const [ingested, unpacked] = await Promise.allSettled([ingesting, unpacking]);
+  const [ingested, unpacked] = await Promise.allSettled([ingesting, unpack.result]);
   // The download's verdict first: a bad blob explains a failed unpack, not the reverse.
   if (ingested.status === 'rejected' && !(abort.signal.aborted && ingested.reason === abort.signal.reason)) throw ingested.reason;
   if (unpacked.status === 'rejected') {
