@@ -1,38 +1,31 @@
 /**
  * stage1 `ns`: the default stage1. Apps run in their own namespaces and
  * overlay rootfs through a real OCI runtime (crun by default, runc on
- * request); see run.ts for the run lifecycle and docs/stage1-abi.md for the
- * contract. Implemented so far: run (foreground) and gc; the verbs of
- * running pods (enter, stop, app add/start/stop/rm) arrive with the pod
- * lifecycle and detached mode.
+ * request), sharing the pod's network, IPC and UTS namespaces (and PID with
+ * pidMode 'pod'); detached apps live under conmon. See run.ts for the
+ * lifecycle and docs/stage1-abi.md for the contract.
  */
 import type { Context } from '../../context.js';
-import { GantryError } from '../../errors.js';
 import type { Stage1 } from '../abi.js';
-import { gcPod, runPod } from './run.js';
-
-function notYet(verb: string): never {
-  throw new GantryError('RUNTIME_ERROR', `stage1 ns: "${verb}" is not implemented yet`, {
-    hint: 'run pods in the foreground with gantry run for now',
-  });
-}
+import { appAdd, appRm, appStart, appStop, enterApp, gcPod, podStatus, runPod, stopPod } from './run.js';
 
 export function nsStage1(ctx: Context): Stage1 {
   return {
     name: 'ns',
-    run: (pod, options) => runPod(ctx, pod, options),
+    run: (pod, options) => runPod(ctx, pod, options, 'ns'),
+    status: (pod) => podStatus(ctx, pod),
     gc: (pod) => gcPod(ctx, pod),
-    status: async () => notYet('status'),
-    enter: async () => notYet('enter'),
-    stop: async () => notYet('stop'),
-    appAdd: async () => notYet('app add'),
-    appStart: async () => notYet('app start'),
-    appStop: async () => notYet('app stop'),
-    appRm: async () => notYet('app rm'),
+    enter: (pod, app, command, options) => enterApp(ctx, pod, app, command, options),
+    stop: (pod, options) => stopPod(ctx, pod, options),
+    appAdd: (pod, app) => appAdd(ctx, pod, app, 'ns'),
+    appStart: (pod, app) => appStart(ctx, pod, app),
+    appStop: (pod, app, options) => appStop(ctx, pod, app, options),
+    appRm: (pod, app) => appRm(ctx, pod, app),
   };
 }
 
-export { containerId, resolveRuntime, runPod, gcPod } from './run.js';
+export { containerId, resolveRuntime, runPod, gcPod, podStatus, stopPod, enterApp, validatePod, type Stage1Mode } from './run.js';
 export { buildAppSpec, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS } from './spec.js';
 export { defaultSeccompProfile } from './seccomp.js';
 export { ensureCgroupLayout, detectCgroups } from './cgroups.js';
+export { criRecord, rfc3339Nano } from './log.js';

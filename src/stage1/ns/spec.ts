@@ -67,7 +67,7 @@ export interface OciSpec {
     oomScoreAdj?: number;
   };
   root: { path: string; readonly: boolean };
-  hostname: string;
+  hostname?: string;
   mounts: OciMount[];
   annotations: Record<string, string>;
   linux: {
@@ -88,6 +88,7 @@ export interface OciSpec {
 /** Namespaces of another app (its /proc/<pid>/ns/... paths) to join instead of creating new ones. */
 export interface SharedNamespaces {
   network?: string;
+  pid?: string;
   ipc?: string;
   uts?: string;
 }
@@ -123,6 +124,12 @@ export interface AppSpecInput {
   /** root.path in the bundle (relative to the bundle dir). */
   rootPath?: string;
   sharedNamespacesFrom?: SharedNamespaces;
+  /**
+   * stage1 fly: a mount namespace only (host network, PID, IPC, UTS), every
+   * capability gantry has, no seccomp, no masked paths, no no_new_privs,
+   * the host's /dev, /proc and /sys.
+   */
+  fly?: boolean;
 }
 
 export function readHostFacts(options: { swapAccounted: boolean; cgroupV2: boolean }): HostFacts {
@@ -172,7 +179,7 @@ export function validateHostname(hostname: string): void {
  * the host's for net=host and a comment-only file for net=none (no
  * nameserver is reachable from a loopback-only namespace).
  */
-export function writePodEtc(pod: PodSpec, hostname: string): PodEtcFiles {
+export function writePodEtc(pod: PodSpec, hostname: string, contents?: { hosts: string; resolv: string }): PodEtcFiles {
   const dir = path.join(pod.podDir, 'stage1-etc');
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const files: PodEtcFiles = {
@@ -183,6 +190,11 @@ export function writePodEtc(pod: PodSpec, hostname: string): PodEtcFiles {
   const short = hostname.split('.')[0]!;
   const names = short === hostname ? hostname : `${hostname} ${short}`;
   fs.writeFileSync(files.hostname, `${hostname}\n`, { mode: 0o644 });
+  if (contents) {
+    fs.writeFileSync(files.hosts, contents.hosts, { mode: 0o644 });
+    fs.writeFileSync(files.resolvConf, contents.resolv, { mode: 0o644 });
+    return files;
+  }
   fs.writeFileSync(files.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${names}\n`, { mode: 0o644 });
   let resolv = '# gantry: the pod has no network (net=none)\n';
   if (pod.net === 'host') {
@@ -250,9 +262,22 @@ function capabilitySet(input: AppSpecInput): string[] {
   return CAPABILITY_NAMES.filter((c) => set.has(c) && host.bounding.has(c));
 }
 
+function flyMounts(): OciMount[] {
+  const mounts: OciMount[] = [
+    { destination: '/dev', type: 'bind', source: '/dev', options: ['rbind', 'rslave'] },
+    { destination: '/proc', type: 'bind', source: '/proc', options: ['rbind', 'rslave'] },
+    { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'rslave'] },
+  ];
+  for (const f of ['/etc/hosts', '/etc/resolv.conf']) {
+    if (fs.existsSync(f)) mounts.push({ destination: f, type: 'bind', source: f, options: ['bind', 'ro'] });
+  }
+  return mounts;
+}
+
 function mountsFor(input: AppSpecInput): OciMount[] {
   const { app, etc } = input;
   const ro = app.readOnlyRootfs === true;
+  if (input.fly) return [...flyMounts(), ...volumeMounts(app)];
   const mounts: OciMount[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
@@ -268,6 +293,11 @@ function mountsFor(input: AppSpecInput): OciMount[] {
     { destination: '/etc/hosts', type: 'bind', source: etc.hosts, options: etcOptions },
     { destination: '/etc/resolv.conf', type: 'bind', source: etc.resolvConf, options: etcOptions },
   );
+  return [...mounts, ...volumeMounts(app)];
+}
+
+function volumeMounts(app: AppSpec): OciMount[] {
+  const mounts: OciMount[] = [];
   for (const m of app.mounts ?? []) {
     if (!path.isAbsolute(m.source) || m.source.includes('\0')) {
       throw invalid(`volume source "${m.source}" is not an absolute path`, 'give host paths as absolute paths');
@@ -321,7 +351,7 @@ export function buildAppSpec(input: AppSpecInput): OciSpec {
   if (cwdRaw.includes('\0')) throw invalid(`app "${app.name}": working directory contains a NUL byte`, 'fix the working directory');
   const cwd = path.posix.resolve('/', cwdRaw || '/');
 
-  const caps = capabilitySet(input);
+  const caps = input.fly ? CAPABILITY_NAMES.filter((c) => host.bounding.has(c)) : capabilitySet(input);
   const nonRoot = user.uid !== 0;
 
   const memory = positiveInt(app.limits?.memoryBytes, `memory limit of app "${app.name}"`, 4 * 1024 * 1024);
@@ -332,7 +362,9 @@ export function buildAppSpec(input: AppSpecInput): OciSpec {
     throw invalid(`invalid cpu limit of app "${app.name}": ${cpus}`, 'give a positive number of CPUs, e.g. 0.5');
   }
 
-  const resources: OciSpec['linux']['resources'] = { devices: DEVICE_RULES.map((r) => ({ ...r })) };
+  const resources: OciSpec['linux']['resources'] = {
+    devices: input.fly ? [{ allow: true, access: 'rwm' }] : DEVICE_RULES.map((r) => ({ ...r })),
+  };
   if (memory !== undefined) resources.memory = host.swapAccounted ? { limit: memory, swap: memory } : { limit: memory };
   if (cpus !== undefined || shares !== undefined) {
     resources.cpu = {};
@@ -342,11 +374,11 @@ export function buildAppSpec(input: AppSpecInput): OciSpec {
   if (pids !== undefined) resources.pids = { limit: pids };
 
   const shared = input.sharedNamespacesFrom ?? {};
-  const namespaces: OciNamespace[] = [{ type: 'pid' }, { type: 'mount' }];
+  const namespaces: OciNamespace[] = [shared.pid ? { type: 'pid', path: shared.pid } : { type: 'pid' }, { type: 'mount' }];
   namespaces.push(shared.ipc ? { type: 'ipc', path: shared.ipc } : { type: 'ipc' });
   namespaces.push(shared.uts ? { type: 'uts', path: shared.uts } : { type: 'uts' });
   if (shared.network) namespaces.push({ type: 'network', path: shared.network });
-  else if (pod.net === 'none') namespaces.push({ type: 'network' });
+  else if (pod.net !== 'host') namespaces.push({ type: 'network' });
   if (host.cgroupV2) namespaces.push({ type: 'cgroup' });
 
   const nofile = Math.min(DEFAULT_NOFILE, host.nofileHard);
@@ -367,7 +399,7 @@ export function buildAppSpec(input: AppSpecInput): OciSpec {
         ambient: [],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }],
-      noNewPrivileges: true,
+      noNewPrivileges: !input.fly,
       // Lowering below our own value needs CAP_SYS_RESOURCE; apps never get a negative score.
       oomScoreAdj: Math.max(0, host.oomScoreAdj),
     },
@@ -375,8 +407,12 @@ export function buildAppSpec(input: AppSpecInput): OciSpec {
     hostname: input.hostname,
     mounts: mountsFor(input),
     annotations: { 'io.gantry.pod.uuid': pod.uuid, 'io.gantry.app.name': app.name },
-    linux: { namespaces, cgroupsPath: input.cgroupsPath, resources },
+    linux: { namespaces: input.fly ? [{ type: 'mount' }] : namespaces, cgroupsPath: input.cgroupsPath, resources },
   };
+  if (input.fly) {
+    delete spec.hostname; // no UTS namespace: the runtime must not set one
+    return spec;
+  }
   if (!ctx.insecure.has('paths')) {
     spec.linux.maskedPaths = [...MASKED_PATHS];
     spec.linux.readonlyPaths = [...READONLY_PATHS];
