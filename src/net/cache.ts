@@ -54,7 +54,7 @@ export function networkEntryName(index: number, name: string): string {
 
 export async function writeAtomic(file: string, value: unknown): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   try {
     const handle = await fs.open(tmp, 'w', 0o600);
     try {

@@ -209,7 +209,7 @@ export async function ensureDefaultNetworkConfig(ctx: Context): Promise<void> {
   }
   await fs.mkdir(dir, { recursive: true, mode: 0o755 });
   const target = path.join(dir, 'default.conflist');
-  const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = `${target}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   const handle = await fs.open(tmp, 'wx', 0o644);
   try {
     await handle.writeFile(`${JSON.stringify(defaultNetworkConfig(ctx), null, 2)}\n`);
