@@ -118,6 +118,7 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
         const updated = { ...existing, names, fetchedAt: now };
         store.meta.putImage(updated);
         for (const layer of manifest.layers) ctx.progress({ kind: 'phase', id: layer.digest, phase: 'cached' });
+        await auditFetch(ctx, manifest, source, verification, false);
         return { image: updated, transferred: false, verification };
       }
 
@@ -149,11 +150,20 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
         source: source.description,
       };
       store.meta.putImage(record);
+      await auditFetch(ctx, manifest, source, verification, true);
       return { image: record, transferred: true, verification };
     });
   } finally {
     await source.close();
   }
+}
+
+/** Appends the fetch and its verification outcome to the audit log (refusals are logged by verifyImage). */
+async function auditFetch(ctx: Context, manifest: ResolvedManifest, source: ImageSource, verification: VerificationOutcome, transferred: boolean): Promise<void> {
+  const { recordAudit } = await import('../audit/log.js');
+  await recordAudit(ctx, 'fetch', manifest.name, {
+    result: 'stored', digest: manifest.digest, source: source.description, transferred, verification,
+  });
 }
 
 async function fetchSmallBlob(store: Store, source: ImageSource, desc: Descriptor): Promise<Buffer> {

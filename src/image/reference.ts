@@ -9,12 +9,21 @@
  *   docker-archive:FILE[:name:tag]               `docker save` tarball
  *   https://.../x.aci, http://...                ACI by URL (http is refused later unless allowed)
  *   file:///x.aci, ./x.aci, /abs/x.aci, x.aci    local ACI
+ *   example.com/app[:version],label=value,...    appc name, found by appc meta discovery
  *   anything else                                a store reference (image ID, ID prefix or name);
  *                                                if it is a syntactically valid docker name the
  *                                                parsed form is attached so pull logic can resolve
  *                                                it against registries.
  *
  * Docker names follow the distribution reference grammar (github.com/distribution/reference).
+ *
+ * appc names vs docker names: rkt treats every bare name as an appc name, but
+ * gantry's users type `busybox` meaning Docker Hub. gantry's rule: a name is
+ * an appc name exactly when it carries at least one `,label=value` (a comma
+ * can never appear in a docker reference), e.g.
+ * `example.com/app:1.0,os=linux,arch=amd64`. To discover an image without
+ * saying its platform, name any label, e.g. `example.com/app,version=1.0`;
+ * os and arch default to the host's.
  */
 import { GantryError } from '../errors.js';
 
@@ -39,6 +48,7 @@ export type ImageReference =
   | { kind: 'docker-archive'; path: string; name?: string }
   | { kind: 'aci-url'; url: string }
   | { kind: 'aci-file'; path: string }
+  | { kind: 'appc'; name: string; labels: Record<string, string> }
   | { kind: 'name'; text: string; docker?: DockerReference };
 
 export const DOCKER_HUB = 'docker.io';
@@ -255,6 +265,7 @@ export function parseReference(text: string): ImageReference {
     }
     return { kind: 'aci-file', path };
   }
+  if (text.includes(',') && !/^\.{0,2}\//.test(text)) return parseAppcName(text);
   if (text.endsWith('.aci')) return { kind: 'aci-file', path: text };
   if (text.startsWith('/') || text.startsWith('./') || text.startsWith('../')) {
     throw invalid(text, 'a local path must name an .aci file',
@@ -273,6 +284,38 @@ export function parseReference(text: string): ImageReference {
   return docker ? { kind: 'name', text, docker } : { kind: 'name', text };
 }
 
+const AC_IDENTIFIER = /^[a-z0-9]+(?:[-._~/][a-z0-9]+)*$/;
+const AC_NAME = /^[a-z0-9]+(?:[-._~][a-z0-9]+)*$/;
+
+/** Parses `name[:version][,label=value]...`; see the module comment for when a text is one. */
+export function parseAppcName(text: string): Extract<ImageReference, { kind: 'appc' }> {
+  const [head, ...pairs] = text.split(',');
+  let name = head ?? '';
+  const labels: Record<string, string> = {};
+  const lastSlash = name.lastIndexOf('/');
+  const colon = name.indexOf(':', lastSlash + 1);
+  if (colon >= 0) {
+    labels.version = name.slice(colon + 1);
+    name = name.slice(0, colon);
+    if (labels.version === '') throw invalid(text, 'the version after ":" is empty', 'write example.com/app:1.0,os=linux');
+  }
+  if (name.length > MAX_NAME_LENGTH) throw invalid(text, `the name is longer than ${MAX_NAME_LENGTH} characters`);
+  if (!AC_IDENTIFIER.test(name)) {
+    throw invalid(text, `"${name}" is not an appc image name (lowercase letters and digits separated by - . _ ~ /)`, 'write example.com/app[:version][,label=value...]');
+  }
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalid(text, `"${pair}" is not a label=value pair`, 'write example.com/app:1.0,os=linux,arch=amd64');
+    const key = pair.slice(0, eq);
+    const value = pair.slice(eq + 1);
+    if (!AC_NAME.test(key)) throw invalid(text, `label name "${key}" is not valid (lowercase letters, digits, - . _ ~)`);
+    if (value === '' || /[\s{}]/.test(value)) throw invalid(text, `label ${key} has an empty or invalid value`);
+    if (key in labels) throw invalid(text, `label ${key} is given twice`);
+    labels[key] = value;
+  }
+  return { kind: 'appc', name, labels };
+}
+
 /** The reference as the user would write it with its transport, for messages. */
 export function formatReference(ref: ImageReference): string {
   switch (ref.kind) {
@@ -282,6 +325,8 @@ export function formatReference(ref: ImageReference): string {
     case 'docker-archive': return `docker-archive:${ref.path}${ref.name !== undefined ? `:${ref.name}` : ''}`;
     case 'aci-url': return ref.url;
     case 'aci-file': return ref.path;
+    case 'appc': return [ref.name + (ref.labels.version !== undefined ? `:${ref.labels.version}` : ''),
+      ...Object.entries(ref.labels).filter(([k]) => k !== 'version').map(([k, v]) => `${k}=${v}`)].join(',');
     case 'name': return ref.text;
   }
 }

@@ -247,10 +247,45 @@ class RegistryImageSource implements ImageSource {
     });
   }
 
+  /** The reference this source was opened for (signature policy scopes and identities). */
+  get reference(): DockerReference {
+    return this.ref;
+  }
+
+  /**
+   * Reads another manifest of the same repository from the endpoint that
+   * served the image (e.g. the cosign signature tag `sha256-<hex>.sig`);
+   * undefined when the registry has no such manifest.
+   */
+  async fetchSiblingManifest(reference: string): Promise<{ raw: Buffer; contentType: string | undefined; digest: string } | undefined> {
+    const client = this.pinned ?? this.clients[this.clients.length - 1]!;
+    try {
+      return await this.fetchManifest(client, reference);
+    } catch (err) {
+      if (isGantryError(err, 'IMAGE_NOT_FOUND')) return undefined;
+      throw err;
+    }
+  }
+
+  /** Reads a small blob of the same repository whole, checking its size and digest. */
+  async readSiblingBlob(descriptor: Descriptor, limit: number): Promise<Buffer> {
+    if (descriptor.size > limit) {
+      throw new GantryError('MANIFEST_INVALID', `${this.description}: blob ${descriptor.digest} claims ${descriptor.size} bytes, more than the ${limit} accepted here`);
+    }
+    const chunks: Buffer[] = [];
+    for await (const chunk of await this.openBlob(descriptor)) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    verifyDigest(body, descriptor.digest, `blob ${descriptor.digest} of ${this.description}`);
+    return body;
+  }
+
   async close(): Promise<void> {
     this.pool.close();
   }
 }
+
+/** The extra reads a registry source offers the signature check. */
+export type RegistrySignatureAccess = Pick<RegistryImageSource, 'reference' | 'fetchSiblingManifest' | 'readSiblingBlob'>;
 
 /**
  * Opens a docker:// source. Reads registries.conf (unless given) and may

@@ -17,6 +17,13 @@
  * so deterministic bytes) and uses its sha256 as the digest; the appc image
  * ID is kept in that manifest's annotations (`appcImageId()` reads it back),
  * so `gantry image list` can still show rkt's sha512-... IDs.
+ *
+ * Signatures: the source also finds each ACI's detached signature for the
+ * trust check (`signatureSubjects()`): `x.aci.asc` beside a local `x.aci`,
+ * `<url>.asc` beside an https URL, and the discovered `.aci.asc` URL for an
+ * appc name. An appc name (`example.com/app:1.0,os=linux`) is resolved by
+ * meta discovery (../appc/discovery.ts) and then downloaded like a URL; the
+ * ACI it yields must carry the name (and version) that was asked for.
  */
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
@@ -33,7 +40,7 @@ import type { Context } from '../../context.js';
 import { errnoCode, GantryError, translateFsError } from '../../errors.js';
 import { formatPlatform, normalizePlatform } from '../manifest.js';
 import { MEDIA_TYPES, type Descriptor, type ImageSource, type LayerCompression, type LayerDescriptor, type Platform, type ResolvedManifest } from '../model.js';
-import type { ImageReference } from '../reference.js';
+import { formatReference, type ImageReference } from '../reference.js';
 import { sniffCompression } from './archive.js';
 import { checkOffset, missingBlob } from './oci-layout.js';
 
@@ -365,7 +372,23 @@ export async function downloadAci(url: string, dest: string, ctx: Context): Prom
   }
 }
 
-export type AciOrigin = Extract<ImageReference, { kind: 'aci-file' | 'aci-url' }>;
+export type AciOrigin = Extract<ImageReference, { kind: 'aci-file' | 'aci-url' | 'appc' }>;
+
+/** What the trust check needs to verify one ACI (see trust/verify.ts). */
+export interface AciSignatureSubject {
+  /** The name in the ACI's own manifest: keys are looked up by its prefixes. */
+  name: string;
+  /** The ACI file as stored or downloaded: the signed bytes. */
+  file: string;
+  /** The detached signature, or undefined when there is none. */
+  signature: Buffer | undefined;
+  /** Where the signature was (or was looked for). */
+  signatureWhere: string;
+  /** Keys offered by the discovery page (ac-discovery-pubkeys), for --trust-keys-from-https. */
+  discoveredPubkeys: { prefix: string; url: string }[];
+}
+
+const MAX_SIGNATURE_BYTES = 1 << 20;
 
 class AciSource implements ImageSource {
   readonly description: string;
@@ -374,34 +397,86 @@ class AciSource implements ImageSource {
   private inspection: AciInspection | undefined;
   private configDigest: string | undefined;
   private closed = false;
+  private discovered: import('../appc/discovery.js').DiscoveryResult | undefined;
 
   constructor(private readonly origin: AciOrigin, private readonly ctx: Context) {
     if (origin.kind === 'aci-file') {
       this.file = path.resolve(origin.path);
       this.description = this.file;
-    } else {
+    } else if (origin.kind === 'aci-url') {
       this.description = origin.url;
+    } else {
+      this.description = formatReference(origin);
     }
   }
 
-  private async localFile(): Promise<string> {
+  private async localFile(platform: Platform): Promise<string> {
     if (this.file !== undefined) return this.file;
-    if (this.origin.kind !== 'aci-url') throw new Error('unreachable: file origin without a file');
+    if (this.origin.kind === 'aci-file') throw new Error('unreachable: file origin without a file');
+    let url: string;
+    if (this.origin.kind === 'appc') {
+      const { discoverAci, appcArch } = await import('../appc/discovery.js');
+      const labels = { os: platform.os, arch: appcArch(platform.architecture, platform.variant), version: 'latest', ...this.origin.labels };
+      this.discovered = await discoverAci(this.ctx, { name: this.origin.name, labels });
+      url = this.discovered.aciUrl;
+    } else {
+      url = this.origin.url;
+    }
     const tmpDir = path.join(this.ctx.dir, 'store', 'tmp');
     await fsp.mkdir(tmpDir, { recursive: true });
     const temp = path.join(tmpDir, `aci-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.aci`);
     this.tempFile = temp;
-    await downloadAci(this.origin.url, temp, this.ctx);
+    await downloadAci(url, temp, this.ctx);
     this.file = temp;
     return temp;
+  }
+
+  /** The ACI and its signature for the trust check; call after resolve(). */
+  async signatureSubjects(): Promise<AciSignatureSubject[]> {
+    if (this.inspection === undefined || this.file === undefined) throw new Error(`${this.description}: signatureSubjects before resolve`);
+    let signature: Buffer | undefined;
+    let where: string;
+    if (this.origin.kind === 'aci-file') {
+      where = `${this.file}.asc`;
+      try {
+        signature = await fsp.readFile(where);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+    } else {
+      where = this.origin.kind === 'appc' ? this.discovered!.signatureUrl : `${this.origin.url}.asc`;
+      const { httpGet } = await import('../appc/http.js');
+      const res = await httpGet(this.ctx, where, { limit: MAX_SIGNATURE_BYTES, what: `signature of ${this.description}` });
+      if (res.status === 200) signature = res.body;
+      else if (res.status !== 404 && res.status !== 410) {
+        throw new GantryError('REGISTRY_ERROR', `signature ${where}: HTTP ${res.status}`, { hint: 'the server failed; try again later' });
+      }
+    }
+    return [{
+      name: this.inspection.manifest.name,
+      file: this.file,
+      signature,
+      signatureWhere: where,
+      discoveredPubkeys: this.discovered?.pubkeys ?? [],
+    }];
   }
 
   async resolve(platform: Platform): Promise<ResolvedManifest> {
     if (this.closed) throw new Error(`${this.description}: resolve after close`);
     const where = this.description;
-    const file = await this.localFile();
+    const file = await this.localFile(platform);
     const inspection = await inspectAci(file, where);
     const { manifest, manifestRaw } = inspection;
+    if (this.origin.kind === 'appc') {
+      // The keys are chosen by the manifest's name: a server must not answer one name with another image.
+      if (manifest.name !== this.origin.name) {
+        throw manifestInvalid(where, `discovery for "${this.origin.name}" returned an ACI named "${manifest.name}"`);
+      }
+      const version = this.origin.labels.version;
+      if (version !== undefined && label(manifest, 'version') !== version) {
+        throw manifestInvalid(where, `asked for version ${version}, the ACI is version ${label(manifest, 'version') ?? '(none)'}`);
+      }
+    }
 
     const resolvedPlatform = aciPlatform(manifest, platform);
     const d = normalizePlatform(resolvedPlatform);

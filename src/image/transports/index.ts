@@ -1,6 +1,6 @@
 /**
  * Entry point for the local transports: OCI layouts, OCI and Docker archives,
- * and ACIs (files and http(s) URLs). Registry references (docker://) and
+ * and ACIs (files, http(s) URLs and appc names found by discovery). Registry references (docker://) and
  * store names go elsewhere (registry/, the store).
  *
  * Each transport module is loaded on first use so that `gantry run` of a
@@ -11,10 +11,10 @@ import { GantryError } from '../../errors.js';
 import type { ImageSource, Platform } from '../model.js';
 import type { ImageReference } from '../reference.js';
 
-export type LocalImageReference = Extract<ImageReference, { kind: 'oci-layout' | 'oci-archive' | 'docker-archive' | 'aci-url' | 'aci-file' }>;
+export type LocalImageReference = Extract<ImageReference, { kind: 'oci-layout' | 'oci-archive' | 'docker-archive' | 'aci-url' | 'aci-file' | 'appc' }>;
 
 export function isLocalReference(ref: ImageReference): ref is LocalImageReference {
-  return ref.kind === 'oci-layout' || ref.kind === 'oci-archive' || ref.kind === 'docker-archive' || ref.kind === 'aci-url' || ref.kind === 'aci-file';
+  return ref.kind === 'oci-layout' || ref.kind === 'oci-archive' || ref.kind === 'docker-archive' || ref.kind === 'aci-url' || ref.kind === 'aci-file' || ref.kind === 'appc';
 }
 
 export interface OpenLocalOptions {
@@ -41,7 +41,8 @@ export async function openLocalSource(ref: ImageReference, ctx: Context, _option
       return openDockerArchive(ref, ctx);
     }
     case 'aci-file':
-    case 'aci-url': {
+    case 'aci-url':
+    case 'appc': {
       const { openAci } = await import('./aci.js');
       return openAci(ref, ctx);
     }
