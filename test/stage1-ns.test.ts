@@ -350,7 +350,7 @@ test('gc is idempotent and removes the app dirs', async () => {
     await nsStage1(env.ctx).gc({ uuid: o.uuid, podDir });
     assert.equal(fs.existsSync(path.join(podDir, 'apps')), false);
     assert.ok(fs.existsSync(env.layer + '/bin/busybox'), 'the layer is untouched');
-    await assert.rejects(nsStage1(env.ctx).stop({ uuid: o.uuid, podDir }), (e: unknown) => isGantryError(e, 'RUNTIME_ERROR'));
+    await assert.rejects(nsStage1(env.ctx).stop({ uuid: o.uuid, podDir }), (e: unknown) => isGantryError(e, 'POD_STATE'));
   } finally {
     teardown(env);
   }

@@ -23,7 +23,7 @@ function unsupported(verb: string): never {
 export function flyStage1(ctx: Context): Stage1 {
   return {
     name: 'fly',
-    run: (pod, options) => runPod(ctx, { ...pod, net: pod.net ?? 'host' }, options, 'fly'),
+    run: (pod, options) => runPod(ctx, { ...pod, net: 'host' }, options, 'fly'),
     status: (pod) => podStatus(ctx, pod),
     gc: (pod) => gcPod(ctx, pod),
     enter: (pod, app, command, options) => enterApp(ctx, pod, app, command, options),

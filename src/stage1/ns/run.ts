@@ -304,7 +304,8 @@ function appStatus(env: Pick<PodEnv, 'podDir' | 'uuid' | 'info'>, rec: AppRecord
     }
   }
   const proc = appProcess(env.podDir, rec);
-  const alive = rec.monitor === 'conmon' ? isAlive(rec.monitorProc) && (proc === undefined || isAlive(proc)) : isAlive(rec.monitorProc);
+  // conmon writes the exit file before it exits: while it lives, the exit is not recorded yet.
+  const alive = rec.monitorProc ? isAlive(rec.monitorProc) : isAlive(proc);
   if (!alive) return { ...base, state: 'exited' }; // died unseen: exit code unknown
   if (!rec.startedAt) return { ...base, ...(proc ? { pid: proc.pid } : {}) };
   return { ...base, state: 'running', ...(proc && isAlive(proc) ? { pid: proc.pid } : {}) };
@@ -755,6 +756,9 @@ export async function appAdd(ctx: Context, ref: PodRef, app: AppSpec, mode: Stag
   // The pod's PID namespace belongs to its first app (see pod.ts).
   const first = recs.length ? appProcess(ref.podDir, recs.slice().sort((a, b) => a.createdAt.localeCompare(b.createdAt))[0]!) : undefined;
   const pod: PodSpec = { uuid: ref.uuid, podDir: ref.podDir, apps: [app], net: env.record.net === 'cni' ? { networks: [], ports: [] } : env.record.net };
+  if (fs.existsSync(path.join(ref.podDir, 'apps', app.name))) {
+    throw new GantryError('POD_STATE', `app "${app.name}" already exists in pod ${ref.uuid}`, { hint: 'remove it first (gantry app rm) or choose another --name' });
+  }
   const lock = podLockFd(env, undefined);
   try {
     const paths = prepareApp(env, pod, app, setup, isAlive(first) ? first!.pid : undefined, mode, 'conmon');
