@@ -276,7 +276,7 @@ export async function verifyAudit(ctx: Context): Promise<AuditVerification> {
   if (head !== undefined) {
     const lastSeq = expectedSeq - 1;
     if (head.seq > lastSeq) {
-      add({ line: lines.length + 1, seq: lastSeq + 1, kind: 'truncated', message: `the log ends at seq ${lastSeq} (line ${lines.length}) but ${head.seq} record(s) were written: records ${lastSeq + 1}-${head.seq} were cut off the end` });
+      add({ line: lines.length + 1, seq: lastSeq + 1, kind: 'truncated', message: `line ${lines.length + 1}: missing; the log ends at seq ${lastSeq} (line ${lines.length}) but ${head.seq} record(s) were written: record(s) ${lastSeq + 1}-${head.seq} were cut off the end` });
     } else if (head.seq === lastSeq && head.hash !== lastHash) {
       add({ line: lines.length, seq: lastSeq, kind: 'head-mismatch', message: `line ${lines.length}: the last record (seq ${lastSeq}) is not the one that was written last` });
     } else if (head.seq < lastSeq) {
