@@ -1,139 +1,44 @@
 /**
- * `gantry run IMAGE [flags] [-- ARGS]`: fetch what is missing, then run the
- * image as a one-app pod in the foreground through a stage1. The pod lives
- * as long as the command; the exit code is the app's.
+ * `gantry run`: prepare a pod from one or more images (rkt's `---`
+ * separator) and run it: in the foreground, where the pod lives as long as
+ * the command and the exit code is the apps' (the first non-zero), or
+ * detached (`-d`), printing the pod's UUID once every app has started.
  */
-import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { GantryError } from '../errors.js';
-import { fetchImage } from '../image/fetch.js';
-import type { ImageConfig } from '../image/model.js';
-import type { AppSpec, PodNet, ResourceLimits } from '../stage1/abi.js';
-import { Store } from '../store/store.js';
-import { boolFlag, listFlag, stringFlag, type FlagSpecs } from './args.js';
+import { preparePod } from '../pod/prepare.js';
+import { startPod } from '../pod/run.js';
+import { boolFlag } from './args.js';
 import type { Command } from './command.js';
-import { PULL_FLAGS, parsePullPolicy } from './fetch.js';
-import { parsePlatform } from './platform.js';
-
-const RUN_FLAGS: FlagSpecs = {
-  ...PULL_FLAGS,
-  exec: { type: 'string', value: 'CMD', description: 'command to run instead of the image\'s entrypoint' },
-  name: { type: 'string', value: 'NAME', description: 'app name (default: from the image name)' },
-  environment: { type: 'list', short: 'e', value: 'KEY=VALUE', description: 'set an environment variable (repeatable)' },
-  user: { type: 'string', value: 'USER', description: 'user to run as: name, uid, uid:gid or name:group' },
-  group: { type: 'string', value: 'GROUP', description: 'primary group: name or gid' },
-  'working-dir': { type: 'string', value: 'DIR', description: 'working directory inside the app' },
-  hostname: { type: 'string', value: 'NAME', description: 'pod hostname' },
-  net: { type: 'string', value: 'none|host', description: 'network: none (loopback only) or host' },
-  memory: { type: 'string', value: 'SIZE', description: 'memory limit, e.g. 64M, 1G' },
-  cpu: { type: 'string', value: 'CPUS', description: 'CPU limit in CPUs, e.g. 0.5' },
-  'pids-limit': { type: 'string', value: 'N', description: 'maximum number of processes' },
-  'cap-retain': { type: 'list', value: 'CAP', description: 'add a capability to the default set (repeatable, comma lists)' },
-  'cap-remove': { type: 'list', value: 'CAP', description: 'remove a capability from the default set (repeatable, comma lists)' },
-  'readonly-rootfs': { type: 'boolean', description: 'mount the app\'s root filesystem read-only' },
-  'stage1-name': { type: 'string', value: 'ns', description: 'stage1 to run the pod with (ns)' },
-  'oci-runtime': { type: 'string', value: 'crun|runc|PATH', description: 'OCI runtime stage1 ns uses (default crun)' },
-};
+import { APP_FLAGS, POD_FLAGS, RUN_ONLY_FLAGS, podRequestFromArgv } from './app/flags.js';
 
 export const runCommand: Command = {
   name: 'run',
-  usage: 'gantry run [flags] IMAGE [-- ARGS...]',
-  summary: 'Run an image as a pod in the foreground; the exit code is the app\'s.',
-  flags: RUN_FLAGS,
+  usage: 'gantry run [pod flags] IMAGE [app flags] [-- ARGS] [--- IMAGE2 [app flags] [-- ARGS] ...]',
+  summary: 'Run a pod from one or more images (separated by ---). Foreground: the exit code is the apps\' (the first non-zero); --detach prints the pod UUID.',
+  flags: { ...POD_FLAGS, ...RUN_ONLY_FLAGS, ...APP_FLAGS },
+  parseOptions: { stopAtPositional: true },
   async run(args, env) {
-    if (args.positionals.length !== 1) {
-      throw new GantryError('USAGE', args.positionals.length === 0 ? 'run needs an image' : `run takes one image for now, got: ${args.positionals.join(' ')}`, {
-        hint: 'put the app\'s own arguments after --, e.g. gantry run IMAGE --exec /bin/sh -- -c "echo hi"',
-      });
+    const detach = boolFlag(args, 'detach');
+    const interactive = boolFlag(args, 'interactive');
+    const req = podRequestFromArgv(args);
+    // Flags may also come right after the first image: read them after parsing.
+    const rm = boolFlag(args, 'rm');
+    const detached = detach || boolFlag(args, 'detach');
+    const tty = interactive || boolFlag(args, 'interactive');
+    if (detached && rm) throw new GantryError('USAGE', '--rm and --detach do not mix', { hint: 'gantry rm UUID removes a detached pod after it exited' });
+    if (detached && tty) throw new GantryError('USAGE', '--interactive and --detach do not mix');
+    if (tty) {
+      if (req.apps.length !== 1) throw new GantryError('USAGE', '--interactive works with a pod of one app');
+      req.apps[0]!.tty = process.stdin.isTTY === true;
     }
-    const stage1Name = stringFlag(args, 'stage1-name') ?? 'ns';
-    if (stage1Name !== 'ns') throw new GantryError('USAGE', `unknown stage1 "${stage1Name}"`, { hint: 'this version has --stage1-name=ns' });
-    const net = (stringFlag(args, 'net') ?? 'none') as PodNet;
-    if (net !== 'none' && net !== 'host') {
-      throw new GantryError('USAGE', `--net=${net} is not supported yet`, { hint: 'use --net=none or --net=host' });
+    const pod = await preparePod(env.ctx, req, 'run');
+    env.ctx.debug(`pod ${pod.uuid} prepared in ${pod.dir}`);
+    const result = await startPod(env.ctx, { uuid: pod.uuid, dir: pod.dir, manifest: pod.manifest, lockFd: pod.lockFd! }, { detach: detached, interactive: tty, rm });
+    if (detached) {
+      env.stdout.write(`${pod.uuid}\n`);
+      return 0;
     }
-    const limits: ResourceLimits = {};
-    const memory = stringFlag(args, 'memory');
-    if (memory !== undefined) limits.memoryBytes = parseSize(memory, 'memory');
-    const cpu = stringFlag(args, 'cpu');
-    if (cpu !== undefined) limits.cpus = parsePositive(cpu, 'cpu');
-    const pids = stringFlag(args, 'pids-limit');
-    if (pids !== undefined) limits.pids = Math.floor(parsePositive(pids, 'pids-limit'));
-
-    const store = await Store.open(env.ctx);
-    let app: AppSpec;
-    const uuid = randomUUID();
-    const podDir = path.join(env.ctx.dir, 'pods', 'run', uuid);
-    try {
-      const { image } = await fetchImage(env.ctx, store, args.positionals[0]!, {
-        pullPolicy: parsePullPolicy(stringFlag(args, 'pull-policy'), 'new'),
-        platform: parsePlatform(stringFlag(args, 'platform')),
-      });
-      store.meta.touch(image.id);
-      const config = JSON.parse((await store.content.readBytes(image.configDigest)).toString('utf8')) as ImageConfig;
-      if (image.format !== 'oci') throw new GantryError('MEDIA_TYPE_UNSUPPORTED', `running appc images comes with the trust issue; ${image.id} is an ACI`);
-      const exec = stringFlag(args, 'exec');
-      app = {
-        name: stringFlag(args, 'name') ?? appNameOf(image.names[0]),
-        layers: store.layerPaths(image),
-        config: config.config ?? {},
-        exec: exec === undefined ? undefined : [exec, ...args.rest],
-        args: exec === undefined && args.sawDoubleDash ? args.rest : undefined,
-        env: listFlag(args, 'environment'),
-        user: stringFlag(args, 'user'),
-        group: stringFlag(args, 'group'),
-        workingDir: stringFlag(args, 'working-dir'),
-        readOnlyRootfs: boolFlag(args, 'readonly-rootfs'),
-        capsRetain: listFlag(args, 'cap-retain').flatMap((c) => c.split(',')),
-        capsRemove: listFlag(args, 'cap-remove').flatMap((c) => c.split(',')),
-        limits,
-      };
-    } finally {
-      store.close();
-    }
-
-    const { nsStage1 } = await import('../stage1/ns/index.js');
-    const stage1 = nsStage1(env.ctx);
-    await fs.mkdir(podDir, { recursive: true, mode: 0o700 });
-    try {
-      const result = await stage1.run({
-        uuid,
-        podDir,
-        apps: [app],
-        hostname: stringFlag(args, 'hostname'),
-        net,
-        ociRuntime: stringFlag(args, 'oci-runtime'),
-      });
-      const oom = result.apps.find((a) => a.oomKilled);
-      if (oom) env.ctx.warn(`app ${oom.app} was killed by the OOM killer (memory limit reached)`);
-      return result.exitCode;
-    } finally {
-      // Pods on disk (prepare, status, gc after exit) come with the pod
-      // lifecycle; until then a foreground pod leaves nothing behind.
-      await stage1.gc({ uuid, podDir, ociRuntime: stringFlag(args, 'oci-runtime') }).catch(() => {});
-      await fs.rm(podDir, { recursive: true, force: true });
-    }
+    for (const a of result.apps) if (a.oomKilled) env.ctx.warn(`app ${a.app} was killed by the OOM killer (memory limit reached)`);
+    return result.exitCode;
   },
 };
-
-/** "docker.io/library/busybox:latest" -> "busybox". */
-function appNameOf(imageName: string | undefined): string {
-  const base = (imageName ?? 'app').split('/').pop()!.split(/[:@]/)[0]!;
-  const clean = base.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63);
-  return clean || 'app';
-}
-
-function parseSize(text: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kmgt]i?b?|b)?$/i.exec(text.trim());
-  if (!m) throw new GantryError('USAGE', `--${flag}: "${text}" is not a size`, { hint: 'use e.g. 512K, 64M, 1G' });
-  const unit = (m[2] ?? 'b').toLowerCase()[0]!;
-  const factor: Record<string, number> = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-  return Math.floor(Number(m[1]) * factor[unit]!);
-}
-
-function parsePositive(text: string, flag: string): number {
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new GantryError('USAGE', `--${flag} must be a positive number, not "${text}"`);
-  return n;
-}

@@ -21,6 +21,8 @@ export interface GcOptions {
   /** Remove images not used (fetched or run) for this long; undefined keeps every image. */
   gracePeriodMs?: number;
   now?: Date;
+  /** Image IDs kept whatever their age, with their blobs and snapshots (the images pods on disk use). */
+  extraRoots?: Iterable<string>;
 }
 
 export interface GcReport {
@@ -92,8 +94,9 @@ export class Store {
       const removedImages: ImageRecord[] = [];
       if (options.gracePeriodMs !== undefined) {
         const cutoff = (options.now ?? new Date()).getTime() - options.gracePeriodMs;
+        const roots = new Set(options.extraRoots ?? []);
         for (const image of this.meta.listImages()) {
-          if (Date.parse(image.lastUsedAt) < cutoff) {
+          if (Date.parse(image.lastUsedAt) < cutoff && !roots.has(image.id)) {
             this.meta.removeImage(image.id);
             removedImages.push(image);
           }

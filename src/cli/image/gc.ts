@@ -1,4 +1,5 @@
 /** `gantry image gc`: remove images unused for the grace period and every unreferenced blob and snapshot. */
+import { imagesInUse } from '../../pod/pods.js';
 import { Store } from '../../store/store.js';
 import { parseDuration, stringFlag } from '../args.js';
 import { writeJson, type Command } from '../command.js';
@@ -12,7 +13,8 @@ export const gcCommand: Command = {
     const gracePeriodMs = parseDuration(stringFlag(args, 'grace-period') ?? '24h', 'grace-period');
     const store = await Store.open(env.ctx);
     try {
-      const report = await store.gc({ gracePeriodMs });
+      // Images of pods on disk (any state) stay, however long ago they were used.
+      const report = await store.gc({ gracePeriodMs, extraRoots: imagesInUse(env.ctx).keys() });
       if (env.format === 'json') {
         writeJson(env, { removedImages: report.removedImages.map((i) => i.id), removedBlobs: report.removedBlobs, removedSnapshots: report.removedSnapshots });
       } else {

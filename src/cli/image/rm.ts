@@ -1,6 +1,7 @@
 /** `gantry image rm IMAGE...`: remove images (and the blobs and snapshots no other image uses). */
 import { GantryError, isGantryError } from '../../errors.js';
 import { findStoredImage } from '../../image/lookup.js';
+import { imagesInUse } from '../../pod/pods.js';
 import { Store } from '../../store/store.js';
 import { writeJson, type Command } from '../command.js';
 
@@ -14,6 +15,8 @@ export const rmCommand: Command = {
     const store = await Store.open(env.ctx);
     const removed: string[] = [];
     let failures = 0;
+    let inUseFailures = 0;
+    const inUse = imagesInUse(env.ctx);
     try {
       for (const text of args.positionals) {
         const image = findStoredImage(store, text);
@@ -25,6 +28,11 @@ export const rmCommand: Command = {
         const byName = image.names.find((n) => n === text || n.endsWith(`/${text}`) || n === text.replace(/^docker:\/\//, ''));
         if (byName && image.names.length > 1) {
           store.meta.removeName(byName);
+        } else if (inUse.has(image.id)) {
+          const pods = inUse.get(image.id)!;
+          env.stderr.write(`gantry: error: image ${image.id} is used by pod(s) ${pods.join(', ')}\n  hint: remove the pods first (gantry rm UUID, or gantry gc once they exited)\n`);
+          inUseFailures++;
+          continue;
         } else {
           store.meta.removeImage(image.id);
         }
@@ -39,6 +47,7 @@ export const rmCommand: Command = {
     } finally {
       store.close();
     }
+    if (inUseFailures > 0) throw new GantryError('POD_STATE', `${inUseFailures} image(s) are used by pods and were kept`, { hint: 'remove those pods first' });
     if (failures > 0) throw new GantryError('IMAGE_NOT_FOUND', `${failures} of ${args.positionals.length} image(s) not found`, { hint: 'gantry image list shows what the store holds' });
     return 0;
   },

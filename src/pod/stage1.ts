@@ -1,0 +1,62 @@
+/**
+ * Picks the stage1 implementation a pod was prepared for. Implementations
+ * are imported lazily so that a command pays only for the stage1 it uses,
+ * and a missing one is a clear RUNTIME_ERROR rather than a crash.
+ */
+import type { Context } from '../context.js';
+import { GantryError } from '../errors.js';
+import type { Stage1 } from '../stage1/abi.js';
+import type { PodManifest } from './manifest.js';
+
+export type Stage1Name = 'ns' | 'fly';
+
+export function parseStage1Name(text: string | undefined): Stage1Name {
+  const name = text ?? 'ns';
+  if (name !== 'ns' && name !== 'fly') {
+    throw new GantryError('USAGE', `unknown stage1 "${name}"`, { hint: 'use --stage1-name=ns (namespaces through an OCI runtime) or --stage1-name=fly (chroot, host network)' });
+  }
+  return name;
+}
+
+const cache = new Map<string, Stage1>();
+
+export async function loadStage1(ctx: Context, name: Stage1Name): Promise<Stage1> {
+  const hit = cache.get(name);
+  if (hit) return hit;
+  // A computed specifier: the fly module may be absent from a build; the
+  // import failure below is the user-facing answer then.
+  const spec = `../stage1/${name}/index.js`;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(spec)) as Record<string, unknown>;
+  } catch (err) {
+    throw new GantryError('RUNTIME_ERROR', `stage1 "${name}" is not available in this build`, { hint: 'use --stage1-name=ns', cause: err });
+  }
+  const factory = mod[`${name}Stage1`];
+  if (typeof factory !== 'function') throw new GantryError('RUNTIME_ERROR', `stage1 "${name}" does not export ${name}Stage1()`);
+  const stage1 = (factory as (c: Context) => Stage1)(ctx);
+  cache.set(name, stage1);
+  return stage1;
+}
+
+/** A Stage1 for an existing pod, loaded on first use of any verb. */
+export function stage1For(ctx: Context, manifest: Pick<PodManifest, 'stage1'>): Stage1 {
+  const name = manifest.stage1 ?? 'ns';
+  const lazy = <K extends keyof Stage1>(verb: K) =>
+    (async (...args: unknown[]) => {
+      const s = await loadStage1(ctx, name);
+      return (s[verb] as (...a: unknown[]) => unknown).apply(s, args);
+    }) as Stage1[K];
+  return {
+    name,
+    run: lazy('run'),
+    status: lazy('status'),
+    enter: lazy('enter'),
+    stop: lazy('stop'),
+    gc: lazy('gc'),
+    appAdd: lazy('appAdd'),
+    appStart: lazy('appStart'),
+    appStop: lazy('appStop'),
+    appRm: lazy('appRm'),
+  };
+}
