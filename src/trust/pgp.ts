@@ -112,6 +112,19 @@ function signerOf(key: PgpKey): SignerInfo {
 interface SignatureLike {
   keyID: import('openpgp').KeyID;
   verified: Promise<boolean>;
+  signature: Promise<import('openpgp').Signature>;
+}
+
+/** The issuer fingerprint subpacket (v4+ signatures by modern gpg carry it), else the key ID. */
+async function issuerOf(sig: SignatureLike): Promise<string> {
+  try {
+    const packet = (await sig.signature).packets[0] as { issuerFingerprint?: Uint8Array | null } | undefined;
+    const fp = packet?.issuerFingerprint;
+    if (fp && fp.length > 0) return `key ${Buffer.from(fp).toString('hex')}`;
+  } catch {
+    // fall back to the key ID
+  }
+  return `key ID ${sig.keyID.toHex().toLowerCase()}`;
 }
 
 /**
@@ -128,7 +141,7 @@ async function judge(signatures: SignatureLike[], keys: PgpKey[], what: string, 
     const keyId = sig.keyID.toHex().toLowerCase();
     const key = keys.find((k) => k.keyIds.includes(keyId));
     if (!key) {
-      problems.push(`signed by key ID ${keyId}, which is not trusted ${scopeText}`);
+      problems.push(`signed by ${await issuerOf(sig)}, which is not trusted ${scopeText}`);
       continue;
     }
     if (key.info.problem !== undefined) {
