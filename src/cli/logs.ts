@@ -31,6 +31,13 @@ export const logsCommand: Command = {
     }
     const apps = appName ? [appName] : names;
     const prefix = apps.length > 1;
+    // `gantry logs UUID | head`: a closed pipe ends the command quietly.
+    for (const stream of [env.stdout, env.stderr]) {
+      stream.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') process.exit(0);
+        throw err;
+      });
+    }
     const pending = new Map<string, string>();
     const emit = (r: LogRecord): void => {
       const key = `${r.app}/${r.stream}`;
