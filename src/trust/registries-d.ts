@@ -94,19 +94,17 @@ export function parseYamlSubset(text: string, file: string): YamlMap {
     const indent = raw.length - raw.trimStart().length;
     const body = raw.trim();
     if (body.startsWith('- ')) throw yamlError(file, lineNo, 'lists are not used in registries.d files');
-    if (pending) {
-      if (indent > pending.indent) {
-        const child: YamlMap = {};
-        pending.map[pending.key] = child;
-        stack.push({ indent, map: child });
-      } else {
-        pending.map[pending.key] = '';
-      }
-      pending = undefined;
+    if (pending && indent > pending.indent) {
+      const child: YamlMap = {};
+      pending.map[pending.key] = child;
+      stack.push({ indent, map: child });
+    } else {
+      if (pending) pending.map[pending.key] = '';
+      while (stack.length > 1 && indent < stack[stack.length - 1]!.indent) stack.pop();
     }
-    while (stack.length > 1 && indent <= stack[stack.length - 1]!.indent) stack.pop();
+    pending = undefined;
     const top = stack[stack.length - 1]!;
-    if (stack.length > 1 && indent !== top.indent) throw yamlError(file, lineNo, 'inconsistent indentation');
+    if (indent !== (stack.length > 1 ? top.indent : 0)) throw yamlError(file, lineNo, 'inconsistent indentation');
     const { key, value } = splitKey(body, file, lineNo);
     if (Object.prototype.hasOwnProperty.call(top.map, key)) throw yamlError(file, lineNo, `duplicate key "${key}"`);
     if (value === '') pending = { indent, map: top.map, key, line: lineNo };
