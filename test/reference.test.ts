@@ -102,8 +102,9 @@ describe('parseReference', () => {
     assert.ok(pause.kind === 'name' && pause.docker?.explicitRegistry === true);
     const id = parseReference('sha256:0123abcd');
     assert.equal(id.kind, 'name');
+    // A comma label makes it an appc name (commas cannot appear in docker names).
     const appc = parseReference('example.com/app:1.0,os=linux,arch=amd64');
-    assert.deepEqual(appc, { kind: 'name', text: 'example.com/app:1.0,os=linux,arch=amd64' });
+    assert.deepEqual(appc, { kind: 'appc', name: 'example.com/app', labels: { version: '1.0', os: 'linux', arch: 'amd64' } });
   });
 
   it('rejects hostile and malformed references', () => {
