@@ -372,7 +372,8 @@ export async function gcPods(ctx: Context, options: GcOptions = {}): Promise<{ a
           actions.push({ uuid: pod.uuid, action: 'cleaned' });
         }
         const exitedAt = Date.parse(readFinalStatus(dir)?.exitedAt ?? '') || fs.statSync(dir).mtime.getTime();
-        if (now - exitedAt >= grace) {
+        // A pod retired just now has exitedAt after `now`: compare with the clock as it is.
+        if ((options.now ? now : Date.now()) - exitedAt >= grace) {
           dir = movePod(ctx, pod.uuid, 'exited-garbage', 'garbage');
           dirState = 'garbage';
         }

@@ -9,7 +9,7 @@ import { APP_FLAGS, appRequestFrom, parseAppSegment } from './flags.js';
 export const appAddCommand: Command = {
   name: 'add',
   usage: 'gantry app add UUID IMAGE [app flags] [-- ARGS]',
-  summary: 'Add an app to a running pod (fetching its image if needed) and start it; prints the app name.',
+  summary: 'Add an app to a running pod (fetching its image if needed); gantry app start starts it. Prints the app name.',
   flags: {},
   parseOptions: { stopAtPositional: true },
   async run(args, env) {
