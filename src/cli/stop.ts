@@ -2,6 +2,7 @@
 import { GantryError, isGantryError } from '../errors.js';
 import { findPod, requireRunning, waitForExit } from '../pod/pods.js';
 import { stage1For } from '../pod/stage1.js';
+import { recordAudit } from '../audit/log.js';
 import { boolFlag, parseDuration, stringFlag } from './args.js';
 import type { Command } from './command.js';
 
@@ -25,6 +26,7 @@ export const stopCommand: Command = {
         await stage1For(env.ctx, manifest).stop({ uuid: pod.uuid, podDir: pod.dir, ociRuntime: manifest.ociRuntime }, { force, timeoutMs });
         // The keeper lets go of the lock once the apps are gone; wait a bounded while for that.
         if (!(await waitForExit(pod, timeoutMs + 10_000))) env.ctx.warn(`pod ${pod.uuid} still holds its lock after stop`);
+        await recordAudit(env.ctx, 'stop', pod.uuid, { force });
         env.stdout.write(`${pod.uuid}\n`);
       } catch (err) {
         if (!isGantryError(err)) throw err;

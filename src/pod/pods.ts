@@ -27,6 +27,7 @@ import { MNT_DETACH, umount2 } from '../sys/libc.js';
 import { createPodLock, isPodLocked, tryLockPod, unlockPod } from './lock.js';
 import { readPodManifest, type PodManifest } from './manifest.js';
 import { stage1For } from './stage1.js';
+import { recordAudit } from '../audit/log.js';
 
 export const POD_DIR_STATES = ['embryo', 'prepare', 'prepared', 'run', 'exited-garbage', 'garbage'] as const;
 export type PodDirState = (typeof POD_DIR_STATES)[number];
@@ -395,6 +396,7 @@ export async function gcPods(ctx: Context, options: GcOptions = {}): Promise<{ a
       unlockPod(lock.fd);
     }
   }
+  if (actions.length > 0) await recordAudit(ctx, 'gc', 'pods', { actions });
   return { actions, errors };
 }
 
@@ -413,6 +415,7 @@ export async function removePod(ctx: Context, pod: PodInfo): Promise<void> {
     if (pod.dirState !== 'garbage') dir = movePod(ctx, pod.uuid, pod.dirState, 'garbage');
     await stage1Gc(ctx, { ...pod, dir });
     removePodDir(dir);
+    await recordAudit(ctx, 'rm', pod.uuid, {});
   } finally {
     unlockPod(lock.fd);
   }

@@ -15,6 +15,7 @@ import { handOverPodLock, unlockPod } from './lock.js';
 import { toPodSpec, type PodManifest } from './manifest.js';
 import { movePod, removePodDir, saveFinalStatus, stage1Gc } from './pods.js';
 import { loadStage1 } from './stage1.js';
+import { recordAudit } from '../audit/log.js';
 
 export interface StartOptions {
   detach?: boolean;
@@ -62,6 +63,13 @@ export async function startPod(ctx: Context, pod: LockedPod, options: StartOptio
     await retire(ctx, pod, undefined, false);
     throw err;
   }
+  await recordAudit(ctx, 'run', pod.uuid, {
+    images: pod.manifest.apps.map((a) => a.image.id),
+    apps: pod.manifest.apps.map((a) => a.name),
+    stage1: pod.manifest.stage1,
+    net: pod.manifest.net,
+    detach: options.detach ?? false,
+  });
   const stdin: StdioTarget = options.interactive ? 'inherit' : 'ignore';
   if (options.detach) {
     const runOptions: RunOptions = { detach: true, lockFd: pod.lockFd, stdio: ['ignore', 'ignore', 'ignore'] };

@@ -1,6 +1,7 @@
 /** `gantry image gc`: remove images unused for the grace period and every unreferenced blob and snapshot. */
 import { imagesInUse } from '../../pod/pods.js';
 import { Store } from '../../store/store.js';
+import { recordAudit } from '../../audit/log.js';
 import { parseDuration, stringFlag } from '../args.js';
 import { writeJson, type Command } from '../command.js';
 
@@ -15,6 +16,11 @@ export const gcCommand: Command = {
     try {
       // Images of pods on disk (any state) stay, however long ago they were used.
       const report = await store.gc({ gracePeriodMs, extraRoots: imagesInUse(env.ctx).keys() });
+      await recordAudit(env.ctx, 'image-gc', 'images', {
+        removedImages: report.removedImages.map((i) => i.id),
+        removedBlobs: report.removedBlobs.length,
+        removedSnapshots: report.removedSnapshots.length,
+      });
       if (env.format === 'json') {
         writeJson(env, { removedImages: report.removedImages.map((i) => i.id), removedBlobs: report.removedBlobs, removedSnapshots: report.removedSnapshots });
       } else {

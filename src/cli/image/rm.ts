@@ -1,5 +1,6 @@
 /** `gantry image rm IMAGE...`: remove images (and the blobs and snapshots no other image uses). */
-import { GantryError, isGantryError } from '../../errors.js';
+import { GantryError } from '../../errors.js';
+import { recordAudit } from '../../audit/log.js';
 import { findStoredImage } from '../../image/lookup.js';
 import { imagesInUse } from '../../pod/pods.js';
 import { Store } from '../../store/store.js';
@@ -39,11 +40,9 @@ export const rmCommand: Command = {
         removed.push(image.id);
       }
       const report = await store.gc();
+      for (const id of removed) await recordAudit(env.ctx, 'image-rm', id, { blobsRemoved: report.removedBlobs.length });
       if (env.format === 'json') writeJson(env, { removed, removedBlobs: report.removedBlobs.length, removedSnapshots: report.removedSnapshots.length });
       else for (const id of removed) env.stdout.write(`${id}\n`);
-    } catch (err) {
-      if (isGantryError(err)) throw err;
-      throw err;
     } finally {
       store.close();
     }

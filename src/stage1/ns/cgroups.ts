@@ -222,6 +222,18 @@ export async function removePodCgroups(info: CgroupInfo, uuid: string, app?: str
     if (seen.has(dir)) continue;
     seen.add(dir);
     left.push(...(await rmdirTree(dir)));
+    if (app === undefined) await removeIfEmpty(path.dirname(dir));
   }
   return left;
+}
+
+/**
+ * The shared /gantry parent goes when its last pod does, so a host without
+ * pods carries no gantry cgroup. rmdir(2) refuses a non-empty cgroup, which
+ * is the answer we want when other pods live; a runtime creating the next
+ * pod recreates the parent (mkdir -p).
+ */
+async function removeIfEmpty(dir: string): Promise<void> {
+  if (path.basename(dir) !== 'gantry') return;
+  await fs.promises.rmdir(dir).catch(() => {});
 }
