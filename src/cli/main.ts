@@ -114,7 +114,7 @@ function makeEnv(flags: Map<string, string | boolean | string[]>): CliEnv {
     dir: get('dir'),
     localConfig: get('local-config'),
     insecure: parseInsecureOptions(get('insecure-options') ?? 'none'),
-    debug: debug ? (m) => process.stderr.write(`gantry: debug: ${m}\n`) : undefined,
+    debug: debug ? (m) => process.stderr.write(`gantry: debug: +${Math.round(performance.now())}ms ${m}\n`) : undefined,
     warn: (m) => process.stderr.write(`gantry: warning: ${m}\n`),
     progress: interactive && process.stderr.isTTY ? createProgressRenderer(process.stderr) : undefined,
   });

@@ -1,7 +1,7 @@
 /**
  * Picks the stage1 implementation a pod was prepared for. Implementations
  * are imported lazily so that a command pays only for the stage1 it uses,
- * and a missing one is a clear RUNTIME_ERROR rather than a crash.
+ * and an unknown name is a USAGE error before anything starts.
  */
 import type { Context } from '../context.js';
 import { GantryError } from '../errors.js';
@@ -23,18 +23,9 @@ const cache = new Map<string, Stage1>();
 export async function loadStage1(ctx: Context, name: Stage1Name): Promise<Stage1> {
   const hit = cache.get(name);
   if (hit) return hit;
-  // A computed specifier: the fly module may be absent from a build; the
-  // import failure below is the user-facing answer then.
-  const spec = `../stage1/${name}/index.js`;
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(spec)) as Record<string, unknown>;
-  } catch (err) {
-    throw new GantryError('RUNTIME_ERROR', `stage1 "${name}" is not available in this build`, { hint: 'use --stage1-name=ns', cause: err });
-  }
-  const factory = mod[`${name}Stage1`];
-  if (typeof factory !== 'function') throw new GantryError('RUNTIME_ERROR', `stage1 "${name}" does not export ${name}Stage1()`);
-  const stage1 = (factory as (c: Context) => Stage1)(ctx);
+  // Imported lazily: a command pays only for the stage1 its pod uses.
+  const factory = name === 'ns' ? (await import('../stage1/ns/index.js')).nsStage1 : (await import('../stage1/fly/index.js')).flyStage1;
+  const stage1 = factory(ctx);
   cache.set(name, stage1);
   return stage1;
 }

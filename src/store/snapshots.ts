@@ -24,7 +24,6 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { errnoCode, GantryError, translateFsError } from '../errors.js';
 import { MEDIA_TYPES, type Digest, type LayerCompression } from '../image/model.js';
 import { parseDigest } from './content.js';
-import { decompressor, extractTar } from './extract.js';
 
 export interface UnpackResult {
   diffId: Digest;
@@ -134,6 +133,9 @@ export class SnapshotStore {
       if (existing) return { diffId: existing.diffId, chainId, unpackedSize: existing.unpackedSize };
     }
 
+    // The tar machinery loads only when a layer is unpacked, not on every
+    // command that merely opens the store (gantry run's start-up).
+    const { decompressor, extractTar } = await import('./extract.js');
     const tmpRoot = path.join(this.root, 'tmp');
     await fsp.mkdir(tmpRoot, { recursive: true, mode: 0o700 });
     const work = await fsp.mkdtemp(path.join(tmpRoot, 'unpack-'));

@@ -158,15 +158,8 @@ export async function removeSandbox(podDir: string): Promise<void> {
 }
 
 async function netApi(): Promise<NetApi> {
-  // A variable specifier keeps this compiling while src/net is being written.
-  const specifier = '../../net/index.js';
-  try {
-    return (await import(specifier)) as NetApi;
-  } catch (err) {
-    throw new GantryError('NETWORK_ERROR', `CNI networking is not available: ${err instanceof Error ? err.message : String(err)}`, {
-      hint: 'use --net=none or --net=host', cause: err,
-    });
-  }
+  // Loaded only by pods that use CNI networks.
+  return (await import('../../net/index.js')) as NetApi;
 }
 
 export async function setupNetwork(ctx: Context, pod: PodSpec, netnsPath: string): Promise<CniNetworkResult[]> {
