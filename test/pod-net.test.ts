@@ -7,12 +7,12 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { createContext } from '../src/context.js';
 import { defaultNetworkConfig } from '../src/net/config.js';
 import { gantry, tempDir } from './lib/cli.js';
 import { fixture } from './lib/fixtures.js';
+import { httpGetRetry } from './net-helpers.js';
 
 interface Env { dir: string; config: string; bridge: string; cleanup: () => void; base: string[] }
 
@@ -41,31 +41,6 @@ function networkEnv(): Env {
       cleanup();
     },
   };
-}
-
-function httpGet(url: string, timeoutMs = 3000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve(body));
-    });
-    req.on('timeout', () => req.destroy(new Error(`timeout fetching ${url}`)));
-    req.on('error', reject);
-  });
-}
-
-async function retry<T>(fn: () => Promise<T>, attempts = 30, delayMs = 100): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < attempts; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, delayMs));
-    }
-  }
-  throw last;
 }
 
 /** What the pod left on the host: veths on its bridge, leases, iptables rules naming it. */
@@ -114,8 +89,8 @@ describe('pod networking', () => {
       const uuid = run.stdout.trim();
       const ip = await podIp(env, uuid);
       assert.match(ip, /^10\.\d+\.\d+\.\d+$/);
-      assert.equal((await retry(() => httpGet(`http://${ip}/`))).trim(), 'hello-from-pod');
-      assert.equal((await retry(() => httpGet(`http://127.0.0.1:${hostPort}/`))).trim(), 'hello-from-pod');
+      assert.equal((await httpGetRetry(`http://${ip}/`)).trim(), 'hello-from-pod');
+      assert.equal((await httpGetRetry(`http://127.0.0.1:${hostPort}/`)).trim(), 'hello-from-pod');
 
       const list = JSON.parse((await gantry([...env.base, '--format', 'json', 'list'])).stdout) as unknown[];
       assert.ok(JSON.stringify(list).includes(ip), 'list shows the pod IP');
