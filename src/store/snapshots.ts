@@ -123,6 +123,12 @@ export class SnapshotStore {
     parentChainId: Digest | undefined,
     expectedDiffId?: Digest,
     onBytes?: (n: number) => void,
+    /**
+     * The stream's bytes were already checked against the layer digest by the
+     * content store, and the stream ends only after that check (so the
+     * snapshot can never land first): skip hashing them a second time.
+     */
+    blobVerifiedUpstream = false,
   ): Promise<UnpackResult> {
     const layerName = `layer ${layer.digest}`;
     const blobAlgorithm = parseDigest(layer.digest).algorithm;
@@ -142,11 +148,11 @@ export class SnapshotStore {
     try {
       const fsDir = path.join(work, 'fs');
       await fsp.mkdir(fsDir, { mode: 0o755 });
-      const blobTap = new HashTap(blobAlgorithm, onBytes);
+      const blobTap = blobVerifiedUpstream && typeof blob !== 'string' ? undefined : new HashTap(blobAlgorithm, onBytes);
       const tarTap = new HashTap('sha256');
       const stats = await extractTar(
         typeof blob === 'string' ? fs.createReadStream(blob, { highWaterMark: 1 << 20 }) : blob,
-        [blobTap, decompressor(layer.compression), tarTap],
+        [...(blobTap ? [blobTap] : []), decompressor(layer.compression), tarTap],
         fsDir,
         {
           layerName,
@@ -154,7 +160,7 @@ export class SnapshotStore {
           whiteouts: layer.mediaType !== MEDIA_TYPES.aci,
         },
       );
-      const blobDigest = `${blobAlgorithm}:${blobTap.hash.digest('hex')}`;
+      const blobDigest = blobTap ? `${blobAlgorithm}:${blobTap.hash.digest('hex')}` : layer.digest;
       if (blobDigest !== layer.digest) {
         throw new GantryError('DIGEST_MISMATCH', `${layerName}: ${blobOrigin} has digest ${blobDigest}`, {
           hint: 'the store is damaged or was tampered with; remove the image (gantry image rm) and fetch it again',

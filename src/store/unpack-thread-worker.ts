@@ -1,4 +1,8 @@
-/** Worker side of unpack-thread.ts: feeds received bytes to SnapshotStore.unpack. */
+/**
+ * Worker side of unpack-thread.ts: feeds received bytes to SnapshotStore.unpack.
+ * The bytes come from ContentStore.ingest, which checks the blob digest before
+ * the caller ends the feed, so the unpacker does not hash them again.
+ */
 import { parentPort, workerData } from 'node:worker_threads';
 import { PassThrough } from 'node:stream';
 import { errnoCode, isGantryError } from '../errors.js';
@@ -22,7 +26,7 @@ port.on('message', (request: WorkerRequest) => {
 });
 
 new SnapshotStore(job.storeRoot)
-  .unpack(job.layer, feed, job.parentChainId, job.expectedDiffId)
+  .unpack(job.layer, feed, job.parentChainId, job.expectedDiffId, undefined, true)
   .then(
     (result) => reply({ type: 'done', result }),
     (err: unknown) => {
