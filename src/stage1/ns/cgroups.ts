@@ -222,7 +222,7 @@ export async function removePodCgroups(info: CgroupInfo, uuid: string, app?: str
     if (seen.has(dir)) continue;
     seen.add(dir);
     left.push(...(await rmdirTree(dir)));
-    if (app === undefined) await removeIfEmpty(path.dirname(dir));
+    if (app === undefined) removeIfEmpty(path.dirname(dir));
   }
   return left;
 }
@@ -233,7 +233,12 @@ export async function removePodCgroups(info: CgroupInfo, uuid: string, app?: str
  * is the answer we want when other pods live; a runtime creating the next
  * pod recreates the parent (mkdir -p).
  */
-async function removeIfEmpty(dir: string): Promise<void> {
+function removeIfEmpty(dir: string): void {
   if (path.basename(dir) !== 'gantry') return;
-  await fs.promises.rmdir(dir).catch(() => {});
+  // Synchronous: rmdir on a cgroup fs does no I/O, and a thread-pool round trip per hierarchy costs more than the call.
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // in use by another pod, or already gone
+  }
 }
