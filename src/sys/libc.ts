@@ -20,12 +20,6 @@ interface Libc {
   lsetxattr: Fn;
   lgetxattr: Fn;
   llistxattr: Fn;
-  unshare: Fn;
-  setns: Fn;
-  sethostname: Fn;
-  socket: Fn;
-  ioctl: Fn;
-  close: Fn;
   errno: () => number;
 }
 
@@ -46,13 +40,6 @@ function load(): Libc {
     lsetxattr: lib.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
     lgetxattr: lib.func('intptr_t lgetxattr(const char *path, const char *name, void *value, size_t size)'),
     llistxattr: lib.func('intptr_t llistxattr(const char *path, void *list, size_t size)'),
-    unshare: lib.func('int unshare(int flags)'),
-    setns: lib.func('int setns(int fd, int nstype)'),
-    sethostname: lib.func('int sethostname(const char *name, size_t len)'),
-    socket: lib.func('int socket(int domain, int type, int protocol)'),
-    // ioctl is variadic; on the SysV x86-64/aarch64 ABIs a pointer third argument is passed the same way.
-    ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    close: lib.func('int close(int fd)'),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -147,55 +134,4 @@ export function llistxattr(path: string): string[] {
   const got = lib.llistxattr(path, buf, size);
   if (got < 0) fail('llistxattr', path);
   return buf.subarray(0, got).toString('utf8').split('\0').filter(Boolean);
-}
-
-export const CLONE_NEWUTS = 0x04000000;
-export const CLONE_NEWIPC = 0x08000000;
-export const CLONE_NEWNET = 0x40000000;
-
-/**
- * unshare(2) of the calling thread. Only for the per-thread namespace kinds
- * (net, ipc, uts): in a multi-threaded process they move the calling thread
- * alone, and the caller must setns() back before yielding to the event loop.
- */
-export function unshare(flags: number): void {
-  if (load().unshare(flags) !== 0) fail('unshare', undefined);
-}
-
-/** setns(2) of the calling thread. */
-export function setns(fd: number, nstype: number): void {
-  if (load().setns(fd, nstype) !== 0) fail('setns', undefined);
-}
-
-export function sethostname(name: string): void {
-  const buf = Buffer.from(name, 'utf8');
-  if (load().sethostname(buf, buf.length) !== 0) fail('sethostname', undefined);
-}
-
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
-const SIOCGIFFLAGS = 0x8913;
-const SIOCSIFFLAGS = 0x8914;
-const IFF_UP = 1;
-/** sizeof(struct ifreq) on Linux 64-bit; ifr_flags (short) follows the 16-byte name. */
-const IFREQ_SIZE = 40;
-
-/** Sets a network interface of the calling thread's network namespace up (what `ip link set NAME up` does). */
-export function interfaceUp(name: string): void {
-  const lib = load();
-  if (Buffer.byteLength(name) >= 16) throw Object.assign(new Error(`interface name ${name}: ENAMETOOLONG`), { code: 'ENAMETOOLONG' });
-  const fd = lib.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail('socket', undefined);
-  try {
-    const req = Buffer.alloc(IFREQ_SIZE);
-    req.write(name, 0, 'utf8');
-    if (lib.ioctl(fd, SIOCGIFFLAGS, req) !== 0) fail('ioctl(SIOCGIFFLAGS)', name);
-    // ifr_flags is a native-endian short.
-    if (os.endianness() === 'LE') req.writeUInt16LE(req.readUInt16LE(16) | IFF_UP, 16);
-    else req.writeUInt16BE(req.readUInt16BE(16) | IFF_UP, 16);
-    if (lib.ioctl(fd, SIOCSIFFLAGS, req) !== 0) fail('ioctl(SIOCSIFFLAGS)', name);
-  } finally {
-    lib.close(fd);
-  }
 }

@@ -4,8 +4,8 @@
  * Sandbox: the pod's network (unless net=host), IPC and UTS namespaces are
  * persistent namespace files `<podDir>/ns/{net,ipc,uts}` (bind mounts of
  * /proc/<pid>/ns/*, as `ip netns add` makes them), so they live without any
- * pause process. stage1 creates them in-process (sys/namespaces.ts), brings
- * `lo` up and sets the pod hostname inside them. Every app's OCI spec joins them by path.
+ * pause process. One `unshare` child creates them, brings `lo` up and sets
+ * the pod hostname inside them. Every app's OCI spec joins them by path.
  * With a CNI network the CNI worker's setupPodNetwork configures the netns
  * file; its result is kept in `stage1-net.json` for status.
  *
@@ -22,13 +22,17 @@
  * kills the rest of the namespace (as in a Kubernetes pod with a shared PID
  * namespace whose pause process dies).
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
-import { createNamespaceFilesHere, removeNamespaceFiles, type NamespaceKind } from '../../sys/namespaces.js';
+import { removeNamespaceFiles } from '../../sys/namespaces.js';
 import type { HostsEntry, PodDns, PodSpec, PortMapping } from '../abi.js';
 import type { ProcessId } from './monitor.js';
+
+const execFileP = promisify(execFile);
 
 export interface PodRecord {
   version: 1;
@@ -122,12 +126,29 @@ export function netKind(pod: PodSpec): PodRecord['net'] {
 
 /**
  * Creates the pod's namespace files (net unless host; ipc; uts), brings lo
- * up and sets the hostname, in this process without a child (see
- * sys/namespaces.ts for why that is safe).
+ * up and sets the hostname, all in one short-lived `unshare` child.
  */
 export async function createSandbox(podDir: string, net: PodRecord['net'], hostname: string): Promise<PodRecord['ns']> {
-  const kinds: NamespaceKind[] = net === 'host' ? ['ipc', 'uts'] : ['net', 'ipc', 'uts'];
-  return createNamespaceFilesHere(path.join(podDir, 'ns'), kinds, { hostname, loopbackUp: net !== 'host' });
+  const dir = path.join(podDir, 'ns');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const kinds: Array<'net' | 'ipc' | 'uts'> = net === 'host' ? ['ipc', 'uts'] : ['net', 'ipc', 'uts'];
+  const files: PodRecord['ns'] = {};
+  for (const k of kinds) {
+    files[k] = path.join(dir, k);
+    fs.writeFileSync(files[k]!, '', { mode: 0o400 });
+  }
+  // hostname is validated (RFC 1123) and passed as $1, never spliced into the script.
+  const script = net === 'host' ? 'hostname "$1"' : 'ip link set lo up && hostname "$1"';
+  try {
+    await execFileP('unshare', [...kinds.map((k) => `--${k}=${files[k]}`), '/bin/sh', '-c', script, 'sh', hostname], { timeout: 10_000 });
+  } catch (err) {
+    await removeNamespaceFiles(Object.values(files));
+    throw new GantryError('RUNTIME_ERROR', `cannot create the namespaces of pod dir ${podDir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, {
+      hint: 'gantry needs root, util-linux\'s unshare, iproute2 and hostname',
+      cause: err,
+    });
+  }
+  return files;
 }
 
 export async function removeSandbox(podDir: string): Promise<void> {
