@@ -19,6 +19,7 @@ import { fetchImage, type PullPolicy } from '../image/fetch.js';
 import type { ImageConfig, Platform } from '../image/model.js';
 import type { AppSpec, HostsEntry, PodDns, PodNet, ResourceLimits } from '../stage1/abi.js';
 import { resolveUser } from '../stage1/user.js';
+import { applyAppcDefaults, appcRunConfig } from '../image/appc/run-config.js';
 import { Store } from '../store/store.js';
 import { unlockPod } from './lock.js';
 import { POD_MANIFEST_VERSION, effectiveCommand, writePodManifest, type AppMountRecord, type PodAppRecord, type PodManifest, type VolumeRecord } from './manifest.js';
@@ -129,19 +130,17 @@ function checkUser(layers: string[], spec: Omit<AppSpec, 'name' | 'mounts'>, app
  * records. `taken` holds names already used in the pod (app add).
  */
 export async function resolveApps(
-  ctx: Context, store: Store, requests: AppRequest[], opts: { pullPolicy?: PullPolicy; platform?: Platform; taken?: string[] } = {},
+  ctx: Context, store: Store, requests: AppRequest[], opts: { pullPolicy?: PullPolicy; platform?: Platform; taken?: string[]; volumes?: VolumeRecord[] } = {},
 ): Promise<PodAppRecord[]> {
   const taken = new Set(opts.taken ?? []);
   const out: PodAppRecord[] = [];
   for (const req of requests) {
     const { image } = await fetchImage(ctx, store, req.image, { pullPolicy: opts.pullPolicy ?? 'new', platform: opts.platform });
     store.meta.touch(image.id);
-    if (image.format !== 'oci') {
-      throw new GantryError('MEDIA_TYPE_UNSUPPORTED', `image ${req.image} (${image.id}) is an appc image; running ACIs is not supported yet`, {
-        hint: 'use an OCI or Docker image',
-      });
-    }
-    const config = JSON.parse((await store.content.readBytes(image.configDigest)).toString('utf8')) as ImageConfig;
+    const configBytes = await store.content.readBytes(image.configDigest);
+    // appc: the image manifest is the config; run-config.ts maps it onto the OCI fields plus isolators and mount points.
+    const appc = image.format === 'appc' ? appcRunConfig(configBytes, `image ${req.image} (${image.id})`) : undefined;
+    const config = appc ? { config: appc.config } : JSON.parse(configBytes.toString('utf8')) as ImageConfig;
     let name = req.name;
     if (name !== undefined) {
       if (!APP_NAME_RE.test(name)) {
@@ -157,13 +156,14 @@ export async function resolveApps(
     const { image: _ref, name: _name, mounts, ...overrides } = req;
     const spec: Omit<AppSpec, 'name' | 'mounts'> = { ...overrides, layers: store.layerPaths(image), config: config.config ?? {} };
     for (const k of Object.keys(spec) as (keyof typeof spec)[]) if (spec[k] === undefined) delete spec[k];
+    const appMounts = appc ? applyAppcDefaults(appc, spec, mounts ?? [], opts.volumes) : mounts;
     if (effectiveCommand(spec).length === 0) {
       throw new GantryError('USAGE', `image ${req.image} has no command (no Entrypoint or Cmd) and no --exec was given for app ${name}`, {
         hint: `give one: gantry run ${req.image} --exec /bin/sh`,
       });
     }
     checkUser(spec.layers, spec, name);
-    out.push({ name, image: { id: image.id, ...(image.names[0] ? { name: image.names[0] } : {}) }, spec, mounts: mounts ?? [] });
+    out.push({ name, image: { id: image.id, ...(image.names[0] ? { name: image.names[0] } : {}) }, spec, mounts: appMounts ?? [] });
   }
   return out;
 }
@@ -179,7 +179,7 @@ export interface PreparedPod {
 /** Creates a pod from `req`; leaves it `prepared` (unlocked) or in `run` (locked, for the caller to start). */
 export async function preparePod(ctx: Context, req: PodRequest, then: 'prepared' | 'run'): Promise<PreparedPod> {
   if (req.apps.length === 0) throw new GantryError('USAGE', 'a pod needs at least one image', { hint: 'gantry run IMAGE [--- IMAGE2 ...]' });
-  const volumes = req.volumes ?? [];
+  const volumes = [...(req.volumes ?? [])];
   validateVolumes(volumes, req.apps.map((a, i) => ({ name: a.name ?? `#${i + 1}`, mounts: a.mounts })));
   const pod = createPod(ctx);
   let dir = pod.dir;
@@ -187,7 +187,7 @@ export async function preparePod(ctx: Context, req: PodRequest, then: 'prepared'
     const store = await Store.open(ctx);
     let apps: PodAppRecord[];
     try {
-      apps = await store.withUseLock(() => resolveApps(ctx, store, req.apps, { pullPolicy: req.pullPolicy, platform: req.platform }));
+      apps = await store.withUseLock(() => resolveApps(ctx, store, req.apps, { pullPolicy: req.pullPolicy, platform: req.platform, volumes }));
     } finally {
       store.close();
     }
