@@ -24,6 +24,8 @@ export interface FetchOptions {
   pullPolicy?: PullPolicy;
   /** Layers downloaded and unpacked at once. */
   parallelLayers?: number;
+  /** appc names whose dependencies are being fetched, outermost first (cycle and depth checks). */
+  appcChain?: string[];
 }
 
 export interface FetchResult {
@@ -128,7 +130,11 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
       if (diffIds && diffIds.length !== manifest.layers.length) {
         throw new GantryError('MANIFEST_INVALID', `${source.description}: the config lists ${diffIds.length} layer diff IDs but the manifest has ${manifest.layers.length} layers`);
       }
+      // appc dependencies come first, so a missing one fails the fetch before this image's layer is unpacked.
+      const appc = manifest.format === 'appc' ? await import('./appc/dependencies.js') : undefined;
+      const below = appc ? await appc.fetchAppcDependencies(ctx, store, configBytes, manifest.name, platform, options) : [];
       const layers = await fetchLayers(ctx, store, source, manifest, diffIds, options.parallelLayers ?? 4);
+      const layerRecords = appc ? await appc.completeAppcLayers(store, configBytes, manifest.name, below, layers.map((l) => l.record)) : layers.map((l) => l.record);
       await store.content.putBytes({ digest: manifest.digest, size: manifest.raw.length }, manifest.raw);
 
       const now = new Date().toISOString();
@@ -141,7 +147,7 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
         indexDigest: manifest.indexDigest,
         format: manifest.format,
         platform: manifest.platform,
-        layers: layers.map((l) => l.record),
+        layers: layerRecords,
         size: manifest.raw.length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0),
         unpackedSize: layers.reduce((n, l) => n + l.unpackedSize, 0),
         fetchedAt: now,
