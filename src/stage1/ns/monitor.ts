@@ -138,6 +138,9 @@ export function startConmon(opts: ConmonStart): Promise<{ pid: number; conmon: P
   return new Promise((resolve, reject) => {
     const child = spawn(opts.conmonPath, args, {
       stdio,
+      // conmon writes an "oom" marker into its working directory (as CRI-O
+      // expects); keep it in the app's bundle, not wherever gantry ran.
+      cwd: opts.bundle,
       env: { ...process.env, _OCI_SYNCPIPE: '3' },
     });
     const sync = child.stdio[3] as NodeJS.ReadableStream | null;
