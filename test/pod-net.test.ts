@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createContext } from '../src/context.js';
 import { defaultNetworkConfig } from '../src/net/config.js';
 import { gantry, tempDir } from './lib/cli.js';
-import { fixture } from './lib/fixtures.js';
+import { copyFixture, fixture } from './lib/fixtures.js';
 import { httpGetRetry } from './net-helpers.js';
 
 interface Env { dir: string; config: string; bridge: string; cleanup: () => void; base: string[] }
@@ -172,6 +172,31 @@ describe('pod networking', () => {
       assert.equal((await gantry([...env.base, 'stop', '--force', first.stdout.trim()])).code, 0);
       assert.equal((await gantry([...env.base, 'gc', '--grace-period=0'])).code, 0);
       for (const p of pods) assert.deepEqual(leftovers(env, p.uuid), []);
+    } finally {
+      env.cleanup();
+    }
+  });
+
+  test('rkt\'s --port NAME:HOSTPORT publishes a port the image declares; an unknown name is refused', async () => {
+    const env = networkEnv();
+    const hostPort = 18800 + (process.pid % 150);
+    try {
+      const layout = path.join(env.dir, '..', 'web');
+      await copyFixture('busybox', layout);
+      execFileSync('umoci', ['config', '--image', `${layout}:latest`, '--tag', 'web', '--config.exposedports', '80/tcp']);
+      const web = `oci:${layout}:web`;
+      const unknown = await gantry([...env.base, 'run', '--port', `http:${hostPort}`, web, '--exec', '/bin/true']);
+      assert.equal(unknown.code, 2, unknown.stderr);
+      assert.match(unknown.stderr, /no app of the pod declares a port named "http"/);
+      assert.match(unknown.stderr, /80-tcp \(80\/tcp\)/);
+
+      const run = await gantry([...env.base, 'run', '-d', '--port', `80-tcp:${hostPort}`, web,
+        '--exec', '/bin/sh', '--', '-c', 'mkdir -p /w && echo named-port > /w/index.html && exec httpd -f -p 80 -h /w']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal((await httpGetRetry(`http://127.0.0.1:${hostPort}/`)).trim(), 'named-port');
+      assert.equal((await gantry([...env.base, 'stop', '--force', run.stdout.trim()])).code, 0);
+      assert.equal((await gantry([...env.base, 'gc', '--grace-period=0'])).code, 0);
+      assert.deepEqual(leftovers(env, run.stdout.trim()), []);
     } finally {
       env.cleanup();
     }

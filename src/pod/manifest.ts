@@ -40,6 +40,14 @@ export interface PodAppRecord {
   /** The stage1 app spec, without name and mounts (kept beside it). */
   spec: Omit<AppSpec, 'name' | 'mounts'>;
   mounts: AppMountRecord[];
+  /** Ports the image declares by name (appc names; "80-tcp" for an OCI "80/tcp"), for --port NAME:HOSTPORT. */
+  ports?: NamedPort[];
+}
+
+export interface NamedPort {
+  name: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
 }
 
 export interface PodManifest {

@@ -22,7 +22,7 @@ import { resolveUser } from '../stage1/user.js';
 import { applyAppcDefaults, appcRunConfig } from '../image/appc/run-config.js';
 import { Store } from '../store/store.js';
 import { unlockPod } from './lock.js';
-import { POD_MANIFEST_VERSION, effectiveCommand, writePodManifest, type AppMountRecord, type PodAppRecord, type PodManifest, type VolumeRecord } from './manifest.js';
+import { POD_MANIFEST_VERSION, effectiveCommand, writePodManifest, type AppMountRecord, type NamedPort, type PodAppRecord, type PodManifest, type VolumeRecord } from './manifest.js';
 import { createPod, movePod } from './pods.js';
 import type { Stage1Name } from './stage1.js';
 
@@ -47,6 +47,8 @@ export interface PodRequest {
   pullPolicy?: PullPolicy;
   platform?: Platform;
   annotations?: Record<string, string>;
+  /** rkt's --port NAME:HOSTPORT, resolved against the images' declared ports. */
+  namedPorts?: { name: string; hostPort: number; hostIP?: string }[];
 }
 
 export const APP_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -163,9 +165,45 @@ export async function resolveApps(
       });
     }
     checkUser(spec.layers, spec, name);
-    out.push({ name, image: { id: image.id, ...(image.names[0] ? { name: image.names[0] } : {}) }, spec, mounts: appMounts ?? [] });
+    const ports = appc ? appc.ports.map(({ name: portName, port, protocol }) => ({ name: portName, port, protocol })) : declaredPorts(spec.config.ExposedPorts);
+    out.push({ name, image: { id: image.id, ...(image.names[0] ? { name: image.names[0] } : {}) }, spec, mounts: appMounts ?? [], ...(ports.length ? { ports } : {}) });
   }
   return out;
+}
+
+/** OCI ExposedPorts ("80/tcp") as named ports, named as rkt's docker2aci does ("80-tcp"). */
+function declaredPorts(exposed: Record<string, object> | undefined): NamedPort[] {
+  const out: NamedPort[] = [];
+  for (const key of Object.keys(exposed ?? {})) {
+    const m = /^(\d{1,5})(?:\/(tcp|udp))?$/.exec(key);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) continue;
+    const protocol = (m[2] ?? 'tcp') as 'tcp' | 'udp';
+    out.push({ name: `${m[1]}-${protocol}`, port: Number(m[1]), protocol });
+  }
+  return out;
+}
+
+/**
+ * rkt's `--port NAME:HOSTPORT`: publishes a port an image declares by name.
+ * Resolved once the images are known, into ordinary port mappings.
+ */
+function publishNamedPorts(net: PodNet, apps: PodAppRecord[], requests: { name: string; hostPort: number; hostIP?: string }[]): PodNet {
+  if (requests.length === 0) return net;
+  if (typeof net !== 'object') {
+    throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${net}`, { hint: 'use --net=default (or another CNI network) with --port' });
+  }
+  const declared = apps.flatMap((a) => a.ports ?? []);
+  const ports = [...net.ports];
+  for (const r of requests) {
+    const found = declared.find((p) => p.name === r.name);
+    if (!found) {
+      throw new GantryError('USAGE', `no app of the pod declares a port named "${r.name}"`, {
+        hint: declared.length ? `declared ports: ${declared.map((p) => `${p.name} (${p.port}/${p.protocol})`).join(', ')}` : 'the images declare no ports; use -p HOSTPORT:PODPORT',
+      });
+    }
+    ports.push({ ...(r.hostIP ? { hostIP: r.hostIP } : {}), hostPort: r.hostPort, podPort: found.port, protocol: found.protocol });
+  }
+  return { ...net, ports };
 }
 
 export interface PreparedPod {
@@ -198,7 +236,7 @@ export async function preparePod(ctx: Context, req: PodRequest, then: 'prepared'
       stage1: req.stage1,
       ...(req.ociRuntime ? { ociRuntime: req.ociRuntime } : {}),
       ...(req.hostname ? { hostname: req.hostname } : {}),
-      net: req.net,
+      net: publishNamedPorts(req.net, apps, req.namedPorts ?? []),
       ...(req.dns ? { dns: req.dns } : {}),
       ...(req.hostsEntries?.length ? { hostsEntries: req.hostsEntries } : {}),
       ...(req.pidMode ? { pidMode: req.pidMode } : {}),

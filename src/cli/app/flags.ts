@@ -28,6 +28,9 @@ import { parsePlatform } from '../platform.js';
  */
 export const DEFAULT_NET = 'default';
 
+/** `--port NAME:HOSTPORT`: NAME has a letter ("80-tcp", "http"), so it is neither a port nor an IPv4 address. */
+const NAMED_PORT_RE = /^(?=[a-z0-9-]*[a-z])([a-z0-9][a-z0-9-]{0,62}):(\d{1,5})$/;
+
 export const APP_FLAGS: FlagSpecs = {
   exec: { type: 'string', value: 'CMD', description: 'command to run instead of the image\'s entrypoint (arguments after --)' },
   name: { type: 'string', value: 'NAME', description: 'app name (default: from the image name)' },
@@ -53,7 +56,7 @@ export const POD_FLAGS: FlagSpecs = {
   ...PULL_FLAGS,
   hostname: { type: 'string', value: 'NAME', description: 'pod hostname (default gantry-<uuid prefix>)' },
   net: { type: 'string', value: 'NETS', description: 'default (CNI network "default"), host, none, or NAME[:K=V;...][,NAME2...]' },
-  port: { type: 'list', short: 'p', value: '[IP:]HOSTPORT:PODPORT[/tcp|udp]', description: 'publish a pod port on the host (CNI networks only)' },
+  port: { type: 'list', short: 'p', value: '[IP:]HOSTPORT:PODPORT[/tcp|udp] | NAME:HOSTPORT', description: 'publish a pod port on the host (CNI networks only); NAME: a port the image declares (80-tcp for EXPOSE 80)' },
   dns: { type: 'list', value: 'IP', description: 'nameserver for the pod\'s /etc/resolv.conf (repeatable)' },
   'dns-search': { type: 'list', value: 'DOMAIN', description: 'search domain for /etc/resolv.conf (repeatable)' },
   'dns-opt': { type: 'list', value: 'OPT', description: 'resolv.conf option, e.g. ndots:2 (repeatable)' },
@@ -236,7 +239,19 @@ export function podOptionsFrom(args: ParsedArgs): Omit<PodRequest, 'apps' | 'vol
   } else {
     netSpec = parseNetFlag(netText ?? DEFAULT_NET) as PodNet;
   }
-  const ports = listFlag(args, 'port').map(parsePortFlag);
+  // rkt's NAME:HOSTPORT (a port the image declares by name) is told apart
+  // from HOSTPORT:PODPORT by its first part not being a number or address.
+  const portTexts = listFlag(args, 'port');
+  const named = portTexts.filter((t) => NAMED_PORT_RE.test(t)).map((t) => {
+    const m = NAMED_PORT_RE.exec(t)!;
+    const hostPort = Number(m[2]);
+    if (hostPort < 1 || hostPort > 65535) throw new GantryError('USAGE', `--port ${t}: host port must be 1-65535`);
+    return { name: m[1]!, hostPort };
+  });
+  const ports = portTexts.filter((t) => !NAMED_PORT_RE.test(t)).map(parsePortFlag);
+  if (named.length > 0 && typeof netSpec !== 'object') {
+    throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${netSpec}`, { hint: 'use --net=default (or another CNI network) with --port' });
+  }
   if (ports.length > 0) {
     if (typeof netSpec !== 'object') {
       throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${netSpec}`, { hint: 'use --net=default (or another CNI network) with -p' });
@@ -255,6 +270,7 @@ export function podOptionsFrom(args: ParsedArgs): Omit<PodRequest, 'apps' | 'vol
   }
   return {
     net: netSpec,
+    ...(named.length ? { namedPorts: named } : {}),
     ...(servers.length || search.length || options.length ? { dns: { ...(servers.length ? { servers } : {}), ...(search.length ? { search } : {}), ...(options.length ? { options } : {}) } } : {}),
     hostsEntries: listFlag(args, 'hosts-entry').map(parseHostsEntry),
     ...(hostname ? { hostname } : {}),
