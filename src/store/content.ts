@@ -112,13 +112,10 @@ export class ContentStore {
     if (await this.has(expected.digest)) return target;
 
     const lock = await this.lockDigest(expected.digest);
-    let tmp: string | undefined;
     try {
       // Whoever held the lock before us may have stored it meanwhile.
       if (await this.has(expected.digest)) return target;
-      tmp = await this.tempFile(expected.digest);
-      const handle = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
-      try {
+      return await this.writeBlob(expected.digest, target, async (handle) => {
         const hash = createHash(algorithm);
         await this.receive(expected, open, opts, handle, hash);
         const got = `${algorithm}:${hash.digest('hex')}`;
@@ -127,17 +124,8 @@ export class ContentStore {
             hint: 'the source served different content than its manifest describes; retry, and if it persists the image or the registry is corrupt or tampered with',
           });
         }
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await this.commit(tmp, target, expected.digest);
-      tmp = undefined;
-      return target;
-    } catch (err) {
-      throw translateFsError(err, `blob ${expected.digest}`);
+      });
     } finally {
-      if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => {});
       lock?.release({ unlink: true });
     }
   }
@@ -157,21 +145,32 @@ export class ContentStore {
       });
     }
     if (await this.has(expected.digest)) return target;
-    let tmp: string | undefined = await this.tempFile(expected.digest);
+    // No lock needed: identical bytes, and rename(2) replaces atomically.
+    return this.writeBlob(expected.digest, target, async (handle) => {
+      await handle.writeFile(bytes);
+    });
+  }
+
+  /**
+   * The one way a blob reaches its place: written by `fill` into a temp file
+   * under ingest/, fsynced, renamed; on any failure the temp file goes and a
+   * full disk becomes NO_SPACE.
+   */
+  private async writeBlob(digest: Digest, target: string, fill: (handle: fsp.FileHandle) => Promise<void>): Promise<string> {
+    let tmp: string | undefined = await this.tempFile(digest);
     try {
       const handle = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
       try {
-        await handle.writeFile(bytes);
+        await fill(handle);
         await handle.sync();
       } finally {
         await handle.close();
       }
-      // No lock needed: identical bytes, and rename(2) replaces atomically.
-      await this.commit(tmp, target, expected.digest);
+      await this.commit(tmp, target, digest);
       tmp = undefined;
       return target;
     } catch (err) {
-      throw translateFsError(err, `blob ${expected.digest}`);
+      throw translateFsError(err, `blob ${digest}`);
     } finally {
       if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => {});
     }
