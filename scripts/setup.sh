@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  crun runc conmon containernetworking-plugins iptables   # stage1 ns + networking
+  crun runc conmon containernetworking-plugins iptables iproute2 util-linux hostname  # stage1 ns + networking
   skopeo umoci docker-registry busybox-static             # fixtures, peers, demo image
   apache2-utils openssl zstd gnupg ca-certificates        # tests: htpasswd, TLS, zstd layers, keys
 )
