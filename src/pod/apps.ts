@@ -30,14 +30,16 @@ export async function addApp(ctx: Context, pod: PodInfo, req: AppRequest, newVol
     const volumes = [...manifest.volumes, ...newVolumes];
     validateVolumes(volumes, [{ name: req.name ?? 'new app', mounts: req.mounts }]);
     const store = await Store.open(ctx);
-    let rec;
     try {
-      [rec] = await store.withUseLock(() => resolveApps(ctx, store, [req], { taken: manifest.apps.map((a) => a.name) }));
+      // Recorded under the store's use lock, like prepare: image gc sees the new image as in use.
+      return await store.withUseLock(async () => {
+        const [rec] = await resolveApps(ctx, store, [req], { taken: manifest.apps.map((a) => a.name) });
+        writePodManifest(pod.dir, { ...manifest, volumes, apps: [...manifest.apps, rec!] });
+        return rec!;
+      });
     } finally {
       store.close();
     }
-    writePodManifest(pod.dir, { ...manifest, volumes, apps: [...manifest.apps, rec!] });
-    return rec!;
   });
   const manifest = readPodManifest(pod.dir);
   const spec = toPodSpec(manifest, pod.dir).apps.find((a) => a.name === record.name)!;

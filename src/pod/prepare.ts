@@ -223,28 +223,33 @@ export async function preparePod(ctx: Context, req: PodRequest, then: 'prepared'
   let dir = pod.dir;
   try {
     const store = await Store.open(ctx);
-    let apps: PodAppRecord[];
+    let manifest: PodManifest;
     try {
-      apps = await store.withUseLock(() => resolveApps(ctx, store, req.apps, { pullPolicy: req.pullPolicy, platform: req.platform, volumes }));
+      // pod.json is written under the store's use lock: image gc (exclusive)
+      // then either sees this pod's images as in use or runs before them.
+      manifest = await store.withUseLock(async () => {
+        const apps = await resolveApps(ctx, store, req.apps, { pullPolicy: req.pullPolicy, platform: req.platform, volumes });
+        const built: PodManifest = {
+          gantryPodVersion: POD_MANIFEST_VERSION,
+          uuid: pod.uuid,
+          createdAt: new Date().toISOString(),
+          stage1: req.stage1,
+          ...(req.ociRuntime ? { ociRuntime: req.ociRuntime } : {}),
+          ...(req.hostname ? { hostname: req.hostname } : {}),
+          net: publishNamedPorts(req.net, apps, req.namedPorts ?? []),
+          ...(req.dns ? { dns: req.dns } : {}),
+          ...(req.hostsEntries?.length ? { hostsEntries: req.hostsEntries } : {}),
+          ...(req.pidMode ? { pidMode: req.pidMode } : {}),
+          volumes,
+          apps,
+          ...(req.annotations ? { annotations: req.annotations } : {}),
+        };
+        writePodManifest(dir, built);
+        return built;
+      });
     } finally {
       store.close();
     }
-    const manifest: PodManifest = {
-      gantryPodVersion: POD_MANIFEST_VERSION,
-      uuid: pod.uuid,
-      createdAt: new Date().toISOString(),
-      stage1: req.stage1,
-      ...(req.ociRuntime ? { ociRuntime: req.ociRuntime } : {}),
-      ...(req.hostname ? { hostname: req.hostname } : {}),
-      net: publishNamedPorts(req.net, apps, req.namedPorts ?? []),
-      ...(req.dns ? { dns: req.dns } : {}),
-      ...(req.hostsEntries?.length ? { hostsEntries: req.hostsEntries } : {}),
-      ...(req.pidMode ? { pidMode: req.pidMode } : {}),
-      volumes,
-      apps,
-      ...(req.annotations ? { annotations: req.annotations } : {}),
-    };
-    writePodManifest(dir, manifest);
     dir = movePod(ctx, pod.uuid, 'prepare', then);
     if (then === 'prepared') {
       unlockPod(pod.lockFd);

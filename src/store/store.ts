@@ -21,8 +21,13 @@ export interface GcOptions {
   /** Remove images not used (fetched or run) for this long; undefined keeps every image. */
   gracePeriodMs?: number;
   now?: Date;
-  /** Image IDs kept whatever their age, with their blobs and snapshots (the images pods on disk use). */
-  extraRoots?: Iterable<string>;
+  /**
+   * Image IDs kept whatever their age, with their blobs and snapshots (the
+   * images pods on disk use). Read once gc holds the exclusive lock, so a pod
+   * being prepared (under the shared lock) is either already recorded or
+   * waits for gc to finish.
+   */
+  extraRoots?: () => Iterable<string>;
 }
 
 export interface GcReport {
@@ -94,7 +99,7 @@ export class Store {
       const removedImages: ImageRecord[] = [];
       if (options.gracePeriodMs !== undefined) {
         const cutoff = (options.now ?? new Date()).getTime() - options.gracePeriodMs;
-        const roots = new Set(options.extraRoots ?? []);
+        const roots = new Set(options.extraRoots?.() ?? []);
         for (const image of this.meta.listImages()) {
           if (Date.parse(image.lastUsedAt) < cutoff && !roots.has(image.id)) {
             this.meta.removeImage(image.id);

@@ -15,7 +15,7 @@ export const gcCommand: Command = {
     const store = await Store.open(env.ctx);
     try {
       // Images of pods on disk (any state) stay, however long ago they were used.
-      const report = await store.gc({ gracePeriodMs, extraRoots: imagesInUse(env.ctx).keys() });
+      const report = await store.gc({ gracePeriodMs, extraRoots: () => imagesInUse(env.ctx).keys() });
       await recordAudit(env.ctx, 'image-gc', 'images', {
         removedImages: report.removedImages.map((i) => i.id),
         removedBlobs: report.removedBlobs.length,
