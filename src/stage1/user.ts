@@ -110,8 +110,9 @@ function parseGroup(text: string | undefined): GroupEntry[] {
   return out;
 }
 
-function userNotFound(what: string, spec: string): GantryError {
-  return new GantryError('CONFIG_INVALID', `${what} of user "${spec}" not found in the image's /etc/${what === 'group' ? 'group' : 'passwd'}`, {
+function userNotFound(what: 'user' | 'group', spec: string): GantryError {
+  const subject = what === 'user' ? `user "${spec}"` : `the group of user "${spec}"`;
+  return new GantryError('CONFIG_INVALID', `${subject} not found in the image's /etc/${what === 'group' ? 'group' : 'passwd'}`, {
     hint: 'give an existing name, or numeric ids (--user uid:gid), which need no entry in the image',
   });
 }
