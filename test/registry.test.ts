@@ -14,7 +14,7 @@ import { parseDockerName } from '../src/image/reference.js';
 import { parseWwwAuthenticate } from '../src/image/registry/auth.js';
 import { findCredentials } from '../src/image/registry/credentials.js';
 import { openRegistrySource, type RegistrySourceOptions } from '../src/image/registry/source.js';
-import { freePort, pushOciLayout, startRegistry, writeOciLayout, type TestLayout, type TestRegistry } from './lib/registry.js';
+import { freePort, pushOciLayout, startRegistry, writePlatformLayout, type TestLayout, type TestRegistry } from './lib/registry.js';
 
 const amd64 = { os: 'linux', architecture: 'amd64' };
 let work: string;
@@ -177,8 +177,8 @@ describe('registry source against docker-registry', () => {
 
   before(async () => {
     registry = await startRegistry();
-    layout = await writeOciLayout(path.join(work, 'layout'), { files: { 'a.txt': 'A'.repeat(5000) } });
-    multi = await writeOciLayout(path.join(work, 'multi'), { platforms: [amd64, { os: 'linux', architecture: 'arm64', variant: 'v8' }] });
+    layout = await writePlatformLayout(path.join(work, 'layout'), { files: { 'a.txt': 'A'.repeat(5000) } });
+    multi = await writePlatformLayout(path.join(work, 'multi'), { platforms: [amd64, { os: 'linux', architecture: 'arm64', variant: 'v8' }] });
     await pushOciLayout(layout.dir, 'latest', registry.host, { format: 'v2s2', repository: 'test/docker' });
     await pushOciLayout(layout.dir, 'latest', registry.host, { format: 'oci', repository: 'test/oci' });
     await pushOciLayout(multi.dir, 'latest', registry.host, { format: 'oci', repository: 'test/multi', all: true });
@@ -284,7 +284,7 @@ describe('registry authentication', () => {
   let layout: TestLayout;
 
   before(async () => {
-    layout = await writeOciLayout(path.join(work, 'auth-layout'));
+    layout = await writePlatformLayout(path.join(work, 'auth-layout'));
     [basic, token] = await Promise.all([startRegistry({ htpasswd: creds }), startRegistry({ tokenAuth: true, htpasswd: creds })]);
     await pushOciLayout(layout.dir, 'latest', basic.host, { format: 'v2s2', repository: 'private/app', creds });
     await pushOciLayout(layout.dir, 'latest', token.host, { format: 'oci', repository: 'private/app', creds });
@@ -331,7 +331,7 @@ describe('registry over TLS', () => {
   let registry: TestRegistry;
   before(async () => {
     registry = await startRegistry({ tls: true });
-    const layout = await writeOciLayout(path.join(work, 'tls-layout'));
+    const layout = await writePlatformLayout(path.join(work, 'tls-layout'));
     await pushOciLayout(layout.dir, 'latest', registry.host, { repository: 'tls/app' });
   });
   after(async () => { await registry?.stop(); });

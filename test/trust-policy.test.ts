@@ -24,7 +24,7 @@ import { identityProblem } from '../src/trust/identity.js';
 import { dockerScopes, parsePolicy, requirementsFor } from '../src/trust/policy.js';
 import { lookasideFor, parseYamlSubset } from '../src/trust/registries-d.js';
 import { gantry, tempDir } from './lib/cli.js';
-import { startRegistry, writeOciLayout, type TestRegistry } from './lib/registry.js';
+import { startRegistry, writePlatformLayout, type TestRegistry } from './lib/registry.js';
 
 const execFileP = promisify(execFile);
 const HOST_ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
@@ -57,7 +57,7 @@ async function skopeoCopy(layout: string, dest: string, signBy?: string): Promis
 
 async function layout(name: string, content: string): Promise<string> {
   const dir = path.join(work.dir, name);
-  await writeOciLayout(dir, { files: { 'file.txt': content }, platforms: [{ os: 'linux', architecture: HOST_ARCH }] });
+  await writePlatformLayout(dir, { files: { 'file.txt': content }, platforms: [{ os: 'linux', architecture: HOST_ARCH }] });
   return dir;
 }
 

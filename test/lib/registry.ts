@@ -9,7 +9,7 @@
  * with skopeo; `writeOciLayout` builds small layouts without any tool.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, createSign, randomBytes } from 'node:crypto';
+import { createSign, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { pack } from 'tar-stream';
+import { sha256, tarBuffer } from './fixtures.js';
 
 const execFileP = promisify(execFile);
 
@@ -303,32 +303,13 @@ export interface TestLayout {
   images: { platform: { os: string; architecture: string; variant?: string }; manifest: LayoutBlob; config: LayoutBlob; layers: LayoutBlob[] }[];
 }
 
-function sha256(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
-
-async function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  const done = new Promise<void>((resolve, reject) => {
-    p.on('data', (c: unknown) => chunks.push(c as Buffer));
-    p.on('end', () => resolve());
-    p.on('error', reject);
-  });
-  for (const [name, content] of Object.entries(files)) {
-    p.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, content);
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
 /**
- * Writes an OCI layout by hand: for each platform a config and one gzip
- * layer holding `files` (plus a file naming the platform); with several
- * platforms the tag points to an image index.
+ * Writes an OCI layout by hand for registry tests: for each platform a config
+ * and one gzip layer holding `files` (plus a file naming the platform); with
+ * several platforms the tag points to an image index. (fixtures.ts's
+ * writeOciLayout builds single-manifest layouts from given layers.)
  */
-export async function writeOciLayout(dir: string, opts: {
+export async function writePlatformLayout(dir: string, opts: {
   tag?: string;
   files?: Record<string, string>;
   platforms?: { os: string; architecture: string; variant?: string }[];
@@ -345,7 +326,8 @@ export async function writeOciLayout(dir: string, opts: {
   const images: TestLayout['images'] = [];
   for (const platform of platforms) {
     const platformName = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;
-    const tar = await tarOf({ ...(opts.files ?? { 'hello.txt': 'hello from gantry\n' }), 'etc/platform': `${platformName}\n` });
+    const files = { ...(opts.files ?? { 'hello.txt': 'hello from gantry\n' }), 'etc/platform': `${platformName}\n` };
+    const tar = await tarBuffer(Object.entries(files).map(([name, content]) => ({ name, content })));
     const layer = put('application/vnd.oci.image.layer.v1.tar+gzip', gzipSync(tar));
     const config = put('application/vnd.oci.image.config.v1+json', Buffer.from(JSON.stringify({
       created: '2024-01-01T00:00:00Z',
