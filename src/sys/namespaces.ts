@@ -20,22 +20,24 @@ export type NamespaceKind = 'net' | 'ipc' | 'uts';
 
 /**
  * Creates one new namespace of each kind asked, bind-mounted at
- * `<dir>/<kind>`; returns kind -> file path. On failure nothing is left
- * mounted.
+ * `<dir>/<kind>`; returns kind -> file path. `inside` runs once in the new
+ * namespaces before they are left (to bring `lo` up, set the hostname...).
+ * On failure nothing is left mounted.
  */
-export async function createNamespaceFiles(dir: string, kinds: readonly NamespaceKind[]): Promise<Record<NamespaceKind, string>> {
+export async function createNamespaceFiles<K extends NamespaceKind>(dir: string, kinds: readonly K[], inside: readonly string[] = ['true']): Promise<Record<K, string>> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const files = {} as Record<NamespaceKind, string>;
+  const files = {} as Record<K, string>;
   for (const kind of kinds) {
-    files[kind] = path.join(dir, kind);
-    await fs.writeFile(files[kind], '', { mode: 0o400 });
+    const file = path.join(dir, kind);
+    files[kind] = file;
+    await fs.writeFile(file, '', { mode: 0o400 });
   }
   try {
-    await execFileP('unshare', [...kinds.map((k) => `--${k}=${files[k]}`), 'true'], { timeout: 10_000 });
+    await execFileP('unshare', [...kinds.map((k) => `--${k}=${files[k]}`), ...inside], { timeout: 10_000 });
   } catch (err) {
     await removeNamespaceFiles(Object.values(files));
-    throw new GantryError('RUNTIME_ERROR', `cannot create the pod's ${kinds.join('/')} namespaces in ${dir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, {
-      hint: 'gantry needs root and util-linux\'s unshare',
+    throw new GantryError('RUNTIME_ERROR', `cannot create the ${kinds.join('/')} namespaces in ${dir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, {
+      hint: 'gantry needs root, util-linux\'s unshare, iproute2 and hostname',
       cause: err,
     });
   }

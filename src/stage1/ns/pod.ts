@@ -22,17 +22,14 @@
  * kills the rest of the namespace (as in a Kubernetes pod with a shared PID
  * namespace whose pause process dies).
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
-import { removeNamespaceFiles } from '../../sys/namespaces.js';
+import { createNamespaceFiles, removeNamespaceFiles } from '../../sys/namespaces.js';
 import type { HostsEntry, PodDns, PodSpec, PortMapping } from '../abi.js';
 import type { ProcessId } from './monitor.js';
 
-const execFileP = promisify(execFile);
 
 export interface PodRecord {
   version: 1;
@@ -129,26 +126,9 @@ export function netKind(pod: PodSpec): PodRecord['net'] {
  * up and sets the hostname, all in one short-lived `unshare` child.
  */
 export async function createSandbox(podDir: string, net: PodRecord['net'], hostname: string): Promise<PodRecord['ns']> {
-  const dir = path.join(podDir, 'ns');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const kinds: Array<'net' | 'ipc' | 'uts'> = net === 'host' ? ['ipc', 'uts'] : ['net', 'ipc', 'uts'];
-  const files: PodRecord['ns'] = {};
-  for (const k of kinds) {
-    files[k] = path.join(dir, k);
-    fs.writeFileSync(files[k]!, '', { mode: 0o400 });
-  }
   // hostname is validated (RFC 1123) and passed as $1, never spliced into the script.
   const script = net === 'host' ? 'hostname "$1"' : 'ip link set lo up && hostname "$1"';
-  try {
-    await execFileP('unshare', [...kinds.map((k) => `--${k}=${files[k]}`), '/bin/sh', '-c', script, 'sh', hostname], { timeout: 10_000 });
-  } catch (err) {
-    await removeNamespaceFiles(Object.values(files));
-    throw new GantryError('RUNTIME_ERROR', `cannot create the namespaces of pod dir ${podDir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, {
-      hint: 'gantry needs root, util-linux\'s unshare, iproute2 and hostname',
-      cause: err,
-    });
-  }
-  return files;
+  return createNamespaceFiles(path.join(podDir, 'ns'), net === 'host' ? ['ipc', 'uts'] : ['net', 'ipc', 'uts'], ['/bin/sh', '-c', script, 'sh', hostname]);
 }
 
 export async function removeSandbox(podDir: string): Promise<void> {
