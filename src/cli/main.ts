@@ -64,7 +64,6 @@ export async function main(argv: string[]): Promise<number> {
   if (!entry) throw new GantryError('USAGE', `unknown command "${commandName}"`, { hint: 'run gantry --help for the list of commands' });
 
   let loaded = await entry.load();
-  let usagePrefix = `gantry ${commandName}`;
   let rest = commandArgv;
   if (isGroup(loaded)) {
     const group = loaded;
@@ -79,7 +78,6 @@ export async function main(argv: string[]): Promise<number> {
       throw new GantryError('USAGE', `unknown subcommand "${group.name} ${sub}"`, { hint: `use one of: ${names}` });
     }
     loaded = await subLoader();
-    usagePrefix = `gantry ${group.name} ${sub}`;
     rest = subArgv;
   }
   const command = loaded as Command;
@@ -89,7 +87,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const [k, v] of first.flags) if (!args.flags.has(k)) args.flags.set(k, v);
 
   if (boolFlag(args, 'help')) {
-    process.stdout.write(formatHelp(command.usage.replace(/^gantry \S+( \S+)?/, usagePrefix), command.summary, command.flags) + '\n');
+    process.stdout.write(formatHelp(command.usage, command.summary, command.flags) + '\n');
     return 0;
   }
   // A command may give --format its own meaning (image export --format aci).
