@@ -20,6 +20,7 @@ interface Libc {
   lsetxattr: Fn;
   lgetxattr: Fn;
   llistxattr: Fn;
+  syscall: Fn;
   errno: () => number;
 }
 
@@ -40,6 +41,7 @@ function load(): Libc {
     lsetxattr: lib.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
     lgetxattr: lib.func('intptr_t lgetxattr(const char *path, const char *name, void *value, size_t size)'),
     llistxattr: lib.func('intptr_t llistxattr(const char *path, void *list, size_t size)'),
+    syscall: lib.func('long syscall(long nr, ...)'),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -134,4 +136,20 @@ export function llistxattr(path: string): string[] {
   const got = lib.llistxattr(path, buf, size);
   if (got < 0) fail('llistxattr', path);
   return buf.subarray(0, got).toString('utf8').split('\0').filter(Boolean);
+}
+
+// x86_64 and aarch64 share these numbers (the generic syscall table).
+const SYS_PIDFD_OPEN = 434;
+const SYS_PIDFD_GETFD = 438;
+
+/** pidfd_open(2); undefined when the process is gone. */
+export function pidfdOpen(pid: number): number | undefined {
+  const fd = load().syscall(SYS_PIDFD_OPEN, 'int', pid, 'uint', 0);
+  return fd < 0 ? undefined : fd;
+}
+
+/** pidfd_getfd(2): a copy of another process's fd (same open file description); undefined on failure. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number | undefined {
+  const fd = load().syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', targetFd, 'uint', 0);
+  return fd < 0 ? undefined : fd;
 }

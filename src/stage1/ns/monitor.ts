@@ -16,12 +16,10 @@
  * is never mistaken for a monitor or signalled.
  */
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import { GantryError } from '../../errors.js';
+import { pidfdGetfd, pidfdOpen } from '../../sys/libc.js';
 
-const SYS_PIDFD_OPEN = 434;
-const SYS_PIDFD_GETFD = 438;
 /** The fd number the lock has inside each conmon. */
 export const MONITOR_LOCK_FD = 4;
 const SYNC_TIMEOUT_MS = 30_000;
@@ -66,20 +64,6 @@ export function signalProcess(p: ProcessId | undefined, signal: NodeJS.Signals |
   }
 }
 
-type SyscallFn = (...args: unknown[]) => number;
-let syscallFn: SyscallFn | undefined;
-
-function syscall(): SyscallFn {
-  if (syscallFn) return syscallFn;
-  const require = createRequire(import.meta.url);
-  // koffi is CommonJS; this thin boundary needs no types.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const koffi = require('koffi') as any;
-  const lib = koffi.load('libc.so.6');
-  syscallFn = lib.func('long syscall(long nr, ...)') as SyscallFn;
-  return syscallFn;
-}
-
 /**
  * Duplicates fd `fd` of process `p` into this process (same open file
  * description, so a flock held through it is shared). Returns undefined
@@ -87,13 +71,11 @@ function syscall(): SyscallFn {
  */
 export function stealFd(p: ProcessId, fd: number): number | undefined {
   if (!isAlive(p)) return undefined;
-  const call = syscall();
-  const pidfd = call(SYS_PIDFD_OPEN, 'int', p.pid, 'uint', 0);
-  if (pidfd < 0) return undefined;
+  const pidfd = pidfdOpen(p.pid);
+  if (pidfd === undefined) return undefined;
   try {
     if (!isAlive(p)) return undefined; // the pidfd might name a recycled PID
-    const got = call(SYS_PIDFD_GETFD, 'int', pidfd, 'int', fd, 'uint', 0);
-    return got < 0 ? undefined : got;
+    return pidfdGetfd(pidfd, fd);
   } finally {
     fs.closeSync(pidfd);
   }
