@@ -11,4 +11,4 @@ bash scripts/make-busybox-image.sh "$work/busybox" latest >&2
 gantry() { ./bin/gantry "$@"; }
 id=$(gantry fetch "oci:$work/busybox:latest")
 echo "fetched busybox as $id" >&2
-gantry run --net=none "$id" --exec /bin/sh -- -c 'echo "hello from a gantry pod: $(hostname), uid $(id -u), $(busybox | head -1)"'
+gantry run --rm --net=none "$id" --exec /bin/sh -- -c 'echo "hello from a gantry pod: $(hostname), uid $(id -u), $(busybox | head -1)"'
