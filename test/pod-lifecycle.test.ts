@@ -283,9 +283,20 @@ describe('pods on disk', { concurrency: false }, () => {
       assert.equal((await t.g(['run', '--net=bogus net', IMAGE])).code, 2);
       assert.equal((await t.g(['run', '--memory', 'lots', IMAGE])).code, 2);
       assert.equal((await t.g(['run', '-d', '--rm', IMAGE])).code, 2);
+      // Pod flags after the first image are checked the same way.
+      const late = await t.g(['run', '--net=none', IMAGE, '--rm', '-d', '--exec', 'true']);
+      assert.equal(late.code, 2, late.stderr);
+      assert.match(late.stderr, /--rm and --detach do not mix/);
+      assert.equal((await t.g(['run', '--net=none', IMAGE, '-t', '-d', '--exec', 'true'])).code, 2);
 
       const a = (await t.g(['prepare', '--net=none', IMAGE, '--exec', 'true'])).stdout.trim();
       const b = (await t.g(['prepare', '--net=none', IMAGE, '--exec', 'true'])).stdout.trim();
+      for (const flags of [['-d', '--rm'], ['-d', '-t']]) {
+        const clash = await t.g(['run-prepared', ...flags, a]);
+        assert.equal(clash.code, 2, `run-prepared ${flags.join(' ')}: ${clash.stderr}`);
+        assert.match(clash.stderr, /do not mix/);
+      }
+      assert.equal((await listJson(t)).find((x) => x.uuid === a)?.state, 'prepared', 'a refused run-prepared leaves the pod prepared');
       const stopPrepared = await t.g(['stop', a]);
       assert.equal(stopPrepared.code, 12, 'stop of a prepared pod is POD_STATE');
       // A one-character prefix shared by both, if they share it, is ambiguous.

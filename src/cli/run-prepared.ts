@@ -7,23 +7,21 @@ import { GantryError } from '../errors.js';
 import { tryLockPod, unlockPod } from '../pod/lock.js';
 import { findPod, movePod } from '../pod/pods.js';
 import { startPod } from '../pod/run.js';
-import { boolFlag } from './args.js';
 import type { Command } from './command.js';
+import { RUN_ONLY_FLAGS } from './app/flags.js';
+import { reportStart, startOptionsFrom } from './run.js';
 
 export const runPreparedCommand: Command = {
   name: 'run-prepared',
   usage: 'gantry run-prepared [--detach] [--interactive] [--rm] UUID',
   summary: 'Run a prepared pod. Foreground: the exit code is the apps\'; --detach prints the UUID once the apps started.',
   flags: {
-    detach: { type: 'boolean', short: 'd', description: 'start the pod in the background' },
+    ...RUN_ONLY_FLAGS,
     interactive: { type: 'boolean', short: 't', description: 'give the app this terminal\'s stdin' },
-    rm: { type: 'boolean', description: 'remove the pod as soon as it exited' },
   },
   async run(args, env) {
     if (args.positionals.length !== 1) throw new GantryError('USAGE', 'run-prepared takes one pod UUID');
-    const detach = boolFlag(args, 'detach');
-    const rm = boolFlag(args, 'rm');
-    if (detach && rm) throw new GantryError('USAGE', '--rm and --detach do not mix');
+    const options = startOptionsFrom(args);
     const pod = findPod(env.ctx, args.positionals[0]!);
     const notPrepared = () => new GantryError('POD_STATE', `pod ${pod.uuid} is not prepared (it is ${pod.state}${pod.dirState === 'prepared' ? ', being started by another gantry' : ''})`, {
       hint: 'only a prepared pod can be run, once; gantry prepare makes a new one',
@@ -38,12 +36,7 @@ export const runPreparedCommand: Command = {
       unlockPod(lock.fd);
       throw err;
     }
-    const result = await startPod(env.ctx, { uuid: pod.uuid, dir, manifest: pod.manifest, lockFd: lock.fd }, { detach, interactive: boolFlag(args, 'interactive'), rm });
-    if (detach) {
-      env.stdout.write(`${pod.uuid}\n`);
-      return 0;
-    }
-    for (const a of result.apps) if (a.oomKilled) env.ctx.warn(`app ${a.app} was killed by the OOM killer (memory limit reached)`);
-    return result.exitCode;
+    const result = await startPod(env.ctx, { uuid: pod.uuid, dir, manifest: pod.manifest, lockFd: lock.fd }, options);
+    return reportStart(env, pod.uuid, result, options.detach);
   },
 };
