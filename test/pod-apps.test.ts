@@ -51,6 +51,11 @@ test('app add/start/stop/rm and enter on a running pod', async () => {
     const unknown = await gantry([...base, 'app', 'start', uuid, '--app', 'nosuch']);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /nosuch/);
+    for (const verb of ['start', 'stop', 'rm']) {
+      const noApp = await gantry([...base, 'app', verb, uuid]);
+      assert.equal(noApp.code, 2, `app ${verb} without --app: ${noApp.stderr}`);
+      assert.match(noApp.stderr, new RegExp(`app ${verb} takes one pod UUID and --app NAME`));
+    }
 
     assert.equal((await gantry([...base, 'stop', '--force', uuid])).code, 0);
     const enterStopped = await gantry([...base, 'enter', uuid, '/bin/true']);
