@@ -3,8 +3,9 @@
  * detaches it again.
  *
  * Lifecycle, as stage1 drives it:
- *   setupPodNetwork     after the pod's netns file exists, before apps start.
- *                       Brings up `lo`, then ADDs each network in order
+ *   setupPodNetwork     after the pod's netns file exists (stage1 brought its
+ *                       `lo` up when it made it), before apps start. ADDs
+ *                       each network in order
  *                       (eth0, eth1, ...), each plugin of a list in order with
  *                       the previous plugin's result as prevResult. All or
  *                       nothing: on any failure everything already added is
@@ -30,10 +31,6 @@ import type { PortMapping } from './flags.js';
 import { type CniCommand, execPlugin, findPlugin, pluginDirs, pluginTimeoutMs } from './invoke.js';
 import { checkHostPorts, checkOwnPorts } from './ports.js';
 import { type NetworkSummary, summarizeResult, versionAtLeast } from './result.js';
-
-export type { NetSpec, PortMapping } from './flags.js';
-export { parseNetFlag, parsePortFlag } from './flags.js';
-export { DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, defaultNetworkConfig, listNetworks } from './config.js';
 
 const execFileP = promisify(execFile);
 
@@ -87,26 +84,7 @@ function pluginConfig(list: NetworkConfigList, index: number, prevResult: unknow
 }
 
 /** Writes gantry's `default` network config on first use (see docs/networking.md). */
-export async function ensureDefaultNetwork(ctx: Context): Promise<void> {
-  await ensureDefaultNetworkConfig(ctx);
-}
-
-/** Brings up `lo` in the namespace through the loopback plugin. */
-export async function bringUpLoopback(ctx: Context, podId: string, netnsPath: string): Promise<void> {
-  const dirs = pluginDirs();
-  await execPlugin(ctx, {
-    command: 'ADD',
-    network: 'lo',
-    pluginPath: findPlugin('lo', 'loopback', dirs),
-    containerId: podId,
-    netns: netnsPath,
-    ifname: 'lo',
-    cniArgs: 'IgnoreUnknown=1',
-    dirs,
-    config: { cniVersion: '1.0.0', name: 'lo', type: 'loopback' },
-    timeoutMs: pluginTimeoutMs(),
-  });
-}
+export { ensureDefaultNetworkConfig as ensureDefaultNetwork };
 
 /**
  * Runs `command` over the plugins of one cached network, in list order for
@@ -122,18 +100,7 @@ async function delNetwork(ctx: Context, podId: string, netns: string, entry: Cac
   for (let i = last; i >= 0; i--) {
     const type = list.plugins[i]!.type;
     try {
-      await execPlugin(ctx, {
-        command: 'DEL',
-        network: list.name,
-        pluginPath: findPlugin(list.name, type, dirs),
-        containerId: podId,
-        netns,
-        ifname: entry.ifname,
-        cniArgs: entry.cniArgs,
-        dirs,
-        config: pluginConfig(list, i, prev, entry.portMappings),
-        timeoutMs: pluginTimeoutMs(),
-      });
+      await runPlugin(ctx, 'DEL', podId, netns, entry, i, prev, dirs);
     } catch (err) {
       errors.push(isGantryError(err) ? err : new GantryError('NETWORK_ERROR', `network "${list.name}": CNI plugin "${type}" DEL failed: ${(err as Error).message}`, { cause: err }));
     }
@@ -189,7 +156,7 @@ export async function setupPodNetwork(ctx: Context, req: PodNetworkRequest): Pro
   }
 
   // Resolve everything that can be wrong before touching the system.
-  if (req.networks.some((n) => n.name === DEFAULT_NETWORK)) await ensureDefaultNetwork(ctx);
+  if (req.networks.some((n) => n.name === DEFAULT_NETWORK)) await ensureDefaultNetworkConfig(ctx);
   const lists: NetworkConfigList[] = [];
   for (const n of req.networks) lists.push(await loadNetwork(ctx, n.name));
   const dirs = pluginDirs();
@@ -218,7 +185,6 @@ export async function setupPodNetwork(ctx: Context, req: PodNetworkRequest): Pro
   const added: CachedNetwork[] = [];
   const summaries: NetworkSummary[] = [];
   try {
-    await bringUpLoopback(ctx, req.podId, req.netnsPath);
     for (const [index, list] of lists.entries()) {
       const entry: CachedNetwork = {
         index,
