@@ -288,6 +288,11 @@ describe('pods on disk', { concurrency: false }, () => {
       assert.equal(late.code, 2, late.stderr);
       assert.match(late.stderr, /--rm and --detach do not mix/);
       assert.equal((await t.g(['run', '--net=none', IMAGE, '-t', '-d', '--exec', 'true'])).code, 2);
+      for (const verb of ['run', 'prepare']) {
+        const twoTty = await t.g([verb, '--net=none', '-t', IMAGE, '--exec', 'true', '---', IMAGE, '--exec', 'true']);
+        assert.equal(twoTty.code, 2, `${verb} -t with two apps: ${twoTty.stderr}`);
+        assert.match(twoTty.stderr, /--interactive works with a pod of one app/);
+      }
 
       const a = (await t.g(['prepare', '--net=none', IMAGE, '--exec', 'true'])).stdout.trim();
       const b = (await t.g(['prepare', '--net=none', IMAGE, '--exec', 'true'])).stdout.trim();

@@ -3,7 +3,7 @@ import { GantryError } from '../errors.js';
 import { preparePod } from '../pod/prepare.js';
 import { boolFlag } from './args.js';
 import { writeJson, type Command } from './command.js';
-import { APP_FLAGS, POD_FLAGS, podRequestFromArgv } from './app/flags.js';
+import { APP_FLAGS, POD_FLAGS, markInteractive, podRequestFromArgv } from './app/flags.js';
 
 export const prepareCommand: Command = {
   name: 'prepare',
@@ -14,7 +14,8 @@ export const prepareCommand: Command = {
   async run(args, env) {
     const req = podRequestFromArgv(args);
     if (boolFlag(args, 'detach') || boolFlag(args, 'rm')) throw new GantryError('USAGE', '--detach and --rm belong to run and run-prepared');
-    if (boolFlag(args, 'interactive') && req.apps.length === 1) req.apps[0]!.tty = true;
+    // The terminal run-prepared will have is not known yet: the app is prepared for one.
+    if (boolFlag(args, 'interactive')) markInteractive(req, true);
     const pod = await preparePod(env.ctx, req, 'prepared');
     if (env.format === 'json') writeJson(env, { uuid: pod.uuid, apps: pod.manifest.apps.map((a) => ({ name: a.name, image: a.image })) });
     else env.stdout.write(`${pod.uuid}\n`);

@@ -11,7 +11,7 @@ import { startPod, type StartOptions } from '../pod/run.js';
 import type { PodResult } from '../stage1/abi.js';
 import { boolFlag, type ParsedArgs } from './args.js';
 import type { CliEnv, Command } from './command.js';
-import { APP_FLAGS, POD_FLAGS, RUN_ONLY_FLAGS, podRequestFromArgv } from './app/flags.js';
+import { APP_FLAGS, POD_FLAGS, RUN_ONLY_FLAGS, markInteractive, podRequestFromArgv } from './app/flags.js';
 
 /** --detach, --interactive and --rm, refused where they contradict each other. */
 export function startOptionsFrom(args: ParsedArgs): Required<StartOptions> {
@@ -41,10 +41,7 @@ export const runCommand: Command = {
     const req = podRequestFromArgv(args);
     // Read after podRequestFromArgv: it moves pod flags given right after the first image into `args`.
     const options = startOptionsFrom(args);
-    if (options.interactive) {
-      if (req.apps.length !== 1) throw new GantryError('USAGE', '--interactive works with a pod of one app');
-      req.apps[0]!.tty = process.stdin.isTTY === true;
-    }
+    if (options.interactive) markInteractive(req, process.stdin.isTTY === true);
     const pod = await preparePod(env.ctx, req, 'run');
     env.ctx.debug(`pod ${pod.uuid} prepared in ${pod.dir}`);
     const result = await startPod(env.ctx, { uuid: pod.uuid, dir: pod.dir, manifest: pod.manifest, lockFd: pod.lockFd! }, options);

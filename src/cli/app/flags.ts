@@ -305,6 +305,12 @@ function mergeFlags(before: ParsedArgs, own: ParsedArgs, keys: string[]): void {
   }
 }
 
+/** --interactive: the pod's one app gets a terminal when `tty` (run: stdin is one; prepare: always). */
+export function markInteractive(req: PodRequest, tty: boolean): void {
+  if (req.apps.length !== 1) throw new GantryError('USAGE', '--interactive works with a pod of one app');
+  req.apps[0]!.tty = tty;
+}
+
 /**
  * Turns `run`/`prepare` arguments into a pod request. `args` is what the
  * command parser saw up to the first image; its positionals hold the rest.
