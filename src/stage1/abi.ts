@@ -1,8 +1,9 @@
 /**
  * The stage1 ABI: what stage0 (the `gantry` command) asks of a stage1, and
  * what it gets back. Every stage1 — the built-in `ns` (OCI runtime) and
- * `fly` (chroot), or a third-party executable (docs/stage1-abi.md) — honours
- * this interface, so stage0 never knows how isolation is done.
+ * `fly` (chroot); a third-party executable is specified in
+ * docs/stage1-abi.md but not run yet — honours this interface, so stage0
+ * never knows how isolation is done.
  *
  * Lifecycle of a pod, from stage1's side (rkt's model):
  *
@@ -21,7 +22,7 @@
  *                     runtime state); idempotent, safe after a crash or
  *                     kill -9 of stage0, safe to call twice.
  *
- * A stage1 owns <podDir>/stage1-* and <podDir>/apps/; stage0 owns the rest
+ * A stage1 owns <podDir>/stage1-*, apps/, ns/ and logs/; stage0 owns the rest
  * of the pod dir. State a stage1 keeps outside the pod dir must be findable
  * from the PodRef alone so that gc works in a fresh process.
  */
