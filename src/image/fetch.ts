@@ -15,6 +15,7 @@ import { verifyImage, type VerificationOutcome } from '../trust/verify.js';
 import { mapLimit } from '../util/concurrency.js';
 import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type LayerDescriptor, type Platform, type ResolvedManifest } from './model.js';
 import { parseReference, type DockerReference, type ImageReference } from './reference.js';
+import type { RegistriesConf } from './registry/registries-conf.js';
 
 /** rkt's pull policies: never (store only), new (fetch if absent), update (always ask the source). */
 export type PullPolicy = 'never' | 'new' | 'update';
@@ -52,7 +53,8 @@ export async function fetchImage(ctx: Context, store: Store, text: string, optio
     if (policy === 'never') throw notInStore(text);
     return fetchFromDocker(ctx, store, [ref], platform, options);
   }
-  return pullFromSource(ctx, store, await openSource(ctx, ref, platform), platform, options);
+  const { openLocalSource } = await import('./transports/index.js');
+  return pullFromSource(ctx, store, await openLocalSource(ref, ctx), platform, options);
 }
 
 async function fetchByName(
@@ -64,7 +66,8 @@ async function fetchByName(
   if (local && (policy !== 'update' || HEX_ID.test(text) || !ref.docker)) return { image: local, transferred: false };
   if (HEX_ID.test(text) || !ref.docker) throw notInStore(text);
   const { loadRegistriesConf, expandShortName } = await import('./registry/registries-conf.js');
-  const candidates = ref.docker.explicitRegistry ? [ref.docker] : expandShortName(text, await loadRegistriesConf(ctx));
+  const registriesConf = loadRegistriesConf(ctx);
+  const candidates = ref.docker.explicitRegistry ? [ref.docker] : expandShortName(text, registriesConf);
   if (policy !== 'update') {
     for (const c of candidates) {
       const hit = store.meta.findImage(c.canonical);
@@ -72,15 +75,17 @@ async function fetchByName(
     }
   }
   if (policy === 'never') throw notInStore(text);
-  return fetchFromDocker(ctx, store, candidates, platform, options);
+  return fetchFromDocker(ctx, store, candidates, platform, options, registriesConf);
 }
 
 /** Tries each candidate name in order (short-name search); the first that exists wins. */
-async function fetchFromDocker(ctx: Context, store: Store, candidates: DockerReference[], platform: Platform, options: FetchOptions): Promise<FetchResult> {
+async function fetchFromDocker(
+  ctx: Context, store: Store, candidates: DockerReference[], platform: Platform, options: FetchOptions, registriesConf?: RegistriesConf,
+): Promise<FetchResult> {
   const { openRegistrySource } = await import('./registry/source.js');
   let lastError: unknown;
   for (const candidate of candidates) {
-    const source = await openRegistrySource(candidate, ctx, { platform });
+    const source = await openRegistrySource(candidate, ctx, registriesConf ? { registriesConf } : {});
     try {
       return await pullFromSource(ctx, store, source, platform, options);
     } catch (err) {
@@ -90,11 +95,6 @@ async function fetchFromDocker(ctx: Context, store: Store, candidates: DockerRef
     }
   }
   throw lastError ?? notInStore(candidates.map((c) => c.canonical).join(', '));
-}
-
-async function openSource(ctx: Context, ref: ImageReference, platform: Platform): Promise<ImageSource> {
-  const { openLocalSource } = await import('./transports/index.js');
-  return openLocalSource(ref, ctx, { platform });
 }
 
 function notInStore(text: string): GantryError {
@@ -152,7 +152,7 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
         unpackedSize: layers.reduce((n, l) => n + l.unpackedSize, 0),
         fetchedAt: now,
         lastUsedAt: now,
-        labels: labelsOf(configBytes, manifest.format),
+        labels: labelsOf(config, manifest.format),
         source: source.description,
       };
       store.meta.putImage(record);
@@ -202,14 +202,14 @@ function parseConfig(bytes: Buffer, manifest: ResolvedManifest, where: string): 
   return config;
 }
 
-function labelsOf(configBytes: Buffer, format: 'oci' | 'appc'): Record<string, string> {
-  const parsed = JSON.parse(configBytes.toString('utf8')) as Record<string, unknown>;
+/** An appc "config" is the image manifest, whose labels are a list of {name, value}. */
+function labelsOf(config: ImageConfig, format: 'oci' | 'appc'): Record<string, string> {
   if (format === 'appc') {
-    const labels = Array.isArray(parsed.labels) ? (parsed.labels as { name: string; value: string }[]) : [];
+    const list = (config as { labels?: unknown }).labels;
+    const labels = Array.isArray(list) ? (list as { name: string; value: string }[]) : [];
     return Object.fromEntries(labels.filter((l) => typeof l?.name === 'string').map((l) => [l.name, String(l.value)]));
   }
-  const config = (parsed as ImageConfig).config;
-  return { ...(config?.Labels ?? {}) };
+  return { ...(config.config?.Labels ?? {}) };
 }
 
 interface FetchedLayer {

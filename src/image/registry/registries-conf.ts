@@ -235,7 +235,7 @@ function matchLength(prefix: string, registry: string, repository: string): numb
 }
 
 /** The [[registry]] entry for a reference: longest matching prefix wins. */
-export function findRegistryEntry(ref: Pick<DockerReference, 'registry' | 'repository'>, conf: RegistriesConf): RegistryEntry | undefined {
+function findRegistryEntry(ref: Pick<DockerReference, 'registry' | 'repository'>, conf: RegistriesConf): RegistryEntry | undefined {
   let best: RegistryEntry | undefined;
   let bestLength = -1;
   for (const entry of conf.registries) {
@@ -294,11 +294,6 @@ export function resolvePullSources(ref: DockerReference, conf: RegistriesConf): 
     }
   }
   return endpoints;
-}
-
-/** Whether registries.conf marks this registry host insecure (for callers outside a pull). */
-export function isInsecureRegistry(registry: string, conf: RegistriesConf): boolean {
-  return findRegistryEntry({ registry, repository: '' }, conf)?.insecure ?? false;
 }
 
 /**

@@ -24,8 +24,6 @@ import { findCredentials, type Credentials } from './credentials.js';
 import { loadRegistriesConf, resolvePullSources, type PullEndpoint, type RegistriesConf } from './registries-conf.js';
 
 export interface RegistrySourceOptions {
-  /** Default platform for resolve() callers that pass none (unused by the interface, kept for embedders). */
-  platform?: Platform;
   /** Explicit credentials (--creds); otherwise the auth files are read. */
   credentials?: Credentials;
   /** Auth files to read instead of the default list. */

@@ -8,25 +8,15 @@
  */
 import type { Context } from '../../context.js';
 import { GantryError } from '../../errors.js';
-import type { ImageSource, Platform } from '../model.js';
+import type { ImageSource } from '../model.js';
 import type { ImageReference } from '../reference.js';
-
-export type LocalImageReference = Extract<ImageReference, { kind: 'oci-layout' | 'oci-archive' | 'docker-archive' | 'aci-url' | 'aci-file' | 'appc' }>;
-
-export function isLocalReference(ref: ImageReference): ref is LocalImageReference {
-  return ref.kind === 'oci-layout' || ref.kind === 'oci-archive' || ref.kind === 'docker-archive' || ref.kind === 'aci-url' || ref.kind === 'aci-file' || ref.kind === 'appc';
-}
-
-export interface OpenLocalOptions {
-  /** Accepted for symmetry with the registry source; the platform is chosen in resolve(). */
-  platform?: Platform;
-}
 
 /**
  * Opens the source for a local reference. Cheap checks happen here (the path
- * exists, is a layout or an archive); manifest work waits for resolve().
+ * exists, is a layout or an archive); manifest work, and the choice of
+ * platform, wait for resolve().
  */
-export async function openLocalSource(ref: ImageReference, ctx: Context, _options: OpenLocalOptions = {}): Promise<ImageSource> {
+export async function openLocalSource(ref: ImageReference, ctx: Context): Promise<ImageSource> {
   switch (ref.kind) {
     case 'oci-layout': {
       const { openOciLayout } = await import('./oci-layout.js');
