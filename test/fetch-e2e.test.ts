@@ -301,6 +301,10 @@ describe('local transports and image commands', () => {
       const json = await gantry(['--dir', dir, '--format', 'json', 'image', 'rm', 'nothing']);
       assert.equal(json.code, 3);
       assert.equal(JSON.parse(json.stderr.trim().split('\n').pop()!).error.code, 'IMAGE_NOT_FOUND');
+      // An image verify does not know is an error, not "0 blobs checked".
+      const verify = await gantry(['--dir', dir, 'image', 'verify', 'nothing']);
+      assert.equal(verify.code, 3, verify.stderr);
+      assert.match(verify.stderr, /no image "nothing" in the store/);
     } finally {
       cleanup();
     }

@@ -1,5 +1,5 @@
 /** `gantry image verify [IMAGE...]`: re-hash blobs and report corruption. */
-import { findStoredImage } from '../../image/lookup.js';
+import { requireStoredImage } from '../../image/lookup.js';
 import { Store } from '../../store/store.js';
 import { GantryError } from '../../errors.js';
 import { writeJson, type Command } from '../command.js';
@@ -13,13 +13,7 @@ export const verifyCommand: Command = {
     const store = await Store.open(env.ctx);
     try {
       const problems: { digest: string; images: string[]; problem: 'missing' | 'corrupt' }[] = [];
-      const images = args.positionals.length
-        ? args.positionals.map((t) => {
-            const img = findStoredImage(store, t);
-            if (!img) throw new GantryError('IMAGE_NOT_FOUND', `no image "${t}" in the store`);
-            return img;
-          })
-        : store.meta.listImages();
+      const images = args.positionals.length ? args.positionals.map((t) => requireStoredImage(store, t)) : store.meta.listImages();
       const users = new Map<string, string[]>();
       for (const img of images) {
         for (const d of [img.manifestDigest, img.configDigest, ...img.layers.map((l) => l.digest)]) {
