@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode } from '../errors.js';
 import { flock, LOCK_EX, LOCK_NB, LOCK_SH, LOCK_UN } from '../sys/libc.js';
 
-export const LOCK_FILE = 'lock';
+const LOCK_FILE = 'lock';
 
 export function lockPath(podDir: string): string {
   return path.join(podDir, LOCK_FILE);
@@ -95,7 +95,7 @@ export async function tryLockPod(podDir: string, retries = 5): Promise<TryLockRe
 }
 
 /** Whether `<podDir>/lock` still names the inode `fd` refers to. */
-export function stillAt(fd: number, podDir: string): boolean {
+function stillAt(fd: number, podDir: string): boolean {
   try {
     const a = fs.fstatSync(fd);
     const b = fs.lstatSync(lockPath(podDir));

@@ -23,11 +23,11 @@ export interface LogRecord {
 
 const LINE_RE = /^(\S+) (stdout|stderr) ([FP])(?: (.*))?$/s;
 
-export function logFileOf(podDir: string, app: string): string {
+function logFileOf(podDir: string, app: string): string {
   return path.join(podDir, 'logs', `${app}.log`);
 }
 
-export function parseCriLine(app: string, line: string): LogRecord | undefined {
+function parseCriLine(app: string, line: string): LogRecord | undefined {
   const m = LINE_RE.exec(line);
   if (!m) return undefined;
   return { app, time: m[1]!, stream: m[2] as 'stdout' | 'stderr', partial: m[3] === 'P', text: m[4] ?? '' };

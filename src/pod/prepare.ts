@@ -55,7 +55,7 @@ export const APP_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const VOLUME_NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/;
 
 /** "docker.io/library/busybox:latest" -> "busybox". */
-export function appNameOf(imageName: string | undefined): string {
+function appNameOf(imageName: string | undefined): string {
   const base = (imageName ?? 'app').replace(/^[a-z-]+:\/\//, '').split('/').pop()!.split(/[:@]/)[0]!;
   const clean = base.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/-+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63).replace(/-+$/, '');
   return clean || 'app';

@@ -45,7 +45,7 @@ function parseId(text: string): number | undefined {
  * Returns undefined when the file does not exist (images without /etc/passwd
  * are common: scratch images run as numeric users).
  */
-export function readRootfsFile(rootfs: string, inside: string, maxBytes = MAX_DB_BYTES): string | undefined {
+function readRootfsFile(rootfs: string, inside: string, maxBytes = MAX_DB_BYTES): string | undefined {
   const hostPath = resolveInRoot(rootfs, inside);
   let fd: number;
   try {

@@ -26,7 +26,7 @@ import { parsePlatform } from '../platform.js';
  * The network a pod gets without --net: a CNI network ("default") where
  * stage1 supports it. See docs/pods.md.
  */
-export const DEFAULT_NET = 'default';
+const DEFAULT_NET = 'default';
 
 /** `--port NAME:HOSTPORT`: NAME has a letter ("80-tcp", "http"), so it is neither a port nor an IPv4 address. */
 const NAMED_PORT_RE = /^(?=[a-z0-9-]*[a-z])([a-z0-9][a-z0-9-]{0,62}):(\d{1,5})$/;
@@ -75,7 +75,7 @@ export const RUN_ONLY_FLAGS: FlagSpecs = {
 
 // --- value parsers ------------------------------------------------------------
 
-export function parseSize(text: string, flag: string): number {
+function parseSize(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)([kmgt]i?b?|b)?$/i.exec(text.trim());
   if (!m) throw new GantryError('USAGE', `--${flag}: "${text}" is not a size`, { hint: 'use e.g. 512K, 64M, 1G' });
   const unit = (m[2] ?? 'b').toLowerCase()[0]!;
@@ -121,7 +121,7 @@ function parseBool(text: string, what: string): boolean {
 export type VolumeFlag = { declare: VolumeRecord } | { bind: { source: string; target: string; readOnly: boolean } };
 
 /** One --volume/-v value: an rkt volume declaration or a podman-style bind. */
-export function parseVolumeFlag(text: string): VolumeFlag {
+function parseVolumeFlag(text: string): VolumeFlag {
   const bad = (why: string) => new GantryError('USAGE', `bad volume "${text}": ${why}`, { hint: flagHint('volume') });
   if (text.startsWith('/')) {
     const parts = text.split(':');
@@ -144,7 +144,7 @@ export function parseVolumeFlag(text: string): VolumeFlag {
   return { declare: { name, kind, ...(source !== undefined ? { source } : {}), ...(readOnly !== undefined ? { readOnly } : {}) } };
 }
 
-export function parseMountFlag(text: string): AppMountRecord {
+function parseMountFlag(text: string): AppMountRecord {
   const kv = keyValues(text, 'mount');
   for (const k of kv.keys()) if (!['volume', 'target', 'readOnly'].includes(k)) throw new GantryError('USAGE', `--mount=${text}: unknown key "${k}"`, { hint: flagHint('mount') });
   const volume = kv.get('volume');
@@ -227,7 +227,7 @@ export function appRequestFrom(args: ParsedArgs, image: string, cmdArgs: string[
 }
 
 /** The pod-level parts of a request (everything but apps and volumes). */
-export function podOptionsFrom(args: ParsedArgs): Omit<PodRequest, 'apps' | 'volumes'> {
+function podOptionsFrom(args: ParsedArgs): Omit<PodRequest, 'apps' | 'volumes'> {
   const stage1 = parseStage1Name(stringFlag(args, 'stage1-name'));
   const netText = stringFlag(args, 'net');
   let netSpec: PodNet;

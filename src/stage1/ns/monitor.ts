@@ -31,7 +31,7 @@ export interface ProcessId {
 }
 
 /** The start time of a live process, or undefined when it is gone. */
-export function processStart(pid: number): string | undefined {
+function processStart(pid: number): string | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm (field 2) may contain spaces and parentheses: split after the last ')'.

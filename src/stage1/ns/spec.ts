@@ -30,7 +30,7 @@ export const DEFAULT_CAPABILITIES: readonly string[] = [
 ];
 
 /** Capability names by number (linux/capability.h). */
-export const CAPABILITY_NAMES: readonly string[] = [
+const CAPABILITY_NAMES: readonly string[] = [
   'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP',
   'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER',
   'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE',
@@ -149,7 +149,7 @@ function invalid(message: string, hint: string): GantryError {
 }
 
 /** Normalises "net_admin", "CAP_NET_ADMIN", "all" into CAP_ names. */
-export function normaliseCapabilities(names: readonly string[] | undefined, what: string): string[] {
+function normaliseCapabilities(names: readonly string[] | undefined, what: string): string[] {
   const out: string[] = [];
   for (const raw of names ?? []) {
     const upper = raw.trim().toUpperCase();
@@ -229,7 +229,7 @@ function mergeEnv(...sources: ReadonlyArray<readonly string[]>): string[] {
 }
 
 /** The app's argv: --exec replaces the entrypoint (and the image's Cmd). */
-export function appArgs(app: AppSpec): string[] {
+function appArgs(app: AppSpec): string[] {
   const entrypoint = app.exec ?? app.config.Entrypoint ?? [];
   const cmd = app.args ?? (app.exec ? [] : app.config.Cmd ?? []);
   const args = [...entrypoint, ...cmd];
