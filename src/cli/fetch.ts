@@ -2,7 +2,6 @@
 import { fetchImage, type PullPolicy } from '../image/fetch.js';
 import { Store } from '../store/store.js';
 import { GantryError } from '../errors.js';
-import { setTrustOptions } from '../trust/verify.js';
 import { boolFlag, stringFlag, type FlagSpecs } from './args.js';
 import { writeJson, type Command } from './command.js';
 import { parsePlatform } from './platform.js';
@@ -36,12 +35,12 @@ export const fetchCommand: Command = {
     const policy = parsePullPolicy(stringFlag(args, 'pull-policy'), 'update');
     const platform = parsePlatform(stringFlag(args, 'platform'));
     const policyFile = stringFlag(args, 'signature-policy');
-    setTrustOptions(env.ctx, { ...(policyFile !== undefined ? { policyFile } : {}), trustKeysFromHttps: boolFlag(args, 'trust-keys-from-https') });
+    const trust = { ...(policyFile !== undefined ? { policyFile } : {}), trustKeysFromHttps: boolFlag(args, 'trust-keys-from-https') };
     const store = await Store.open(env.ctx);
     try {
       const results = [];
       for (const ref of args.positionals) {
-        const result = await fetchImage(env.ctx, store, ref, { pullPolicy: policy, platform });
+        const result = await fetchImage(env.ctx, store, ref, { pullPolicy: policy, platform, trust });
         // Unverified images were already warned about by the library; say who signed the others.
         if (result.verification?.status === 'verified') env.stderr.write(`signature verified: ${result.verification.signer} (${result.verification.fingerprint})\n`);
         results.push({ reference: ref, id: result.image.id, names: result.image.names, transferred: result.transferred, verification: result.verification });

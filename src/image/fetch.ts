@@ -11,7 +11,7 @@ import type { ImageRecord, LayerRecord } from '../store/metadata.js';
 import type { Store } from '../store/store.js';
 import { SnapshotStore, type UnpackResult } from '../store/snapshots.js';
 import { startUnpack } from '../store/unpack-thread.js';
-import { verifyImage, type VerificationOutcome } from '../trust/verify.js';
+import { verifyImage, type TrustOptions, type VerificationOutcome } from '../trust/verify.js';
 import { mapLimit } from '../util/concurrency.js';
 import { hostPlatform, type Descriptor, type ImageConfig, type ImageSource, type LayerDescriptor, type Platform, type ResolvedManifest } from './model.js';
 import { parseReference, type DockerReference, type ImageReference } from './reference.js';
@@ -27,6 +27,8 @@ export interface FetchOptions {
   parallelLayers?: number;
   /** appc names whose dependencies are being fetched, outermost first (cycle and depth checks). */
   appcChain?: string[];
+  /** How signatures are checked (policy file, trust-on-first-use of discovered appc keys). */
+  trust?: TrustOptions;
 }
 
 export interface FetchResult {
@@ -111,7 +113,7 @@ export async function pullFromSource(ctx: Context, store: Store, source: ImageSo
       ctx.debug(`${source.description}: manifest ${manifest.digest} (${manifest.mediaType}), ${manifest.layers.length} layer(s)`);
 
       // Before anything is downloaded or unpacked: the signature check.
-      const verification = await verifyImage(ctx, manifest, source);
+      const verification = await verifyImage(ctx, manifest, source, options.trust);
 
       const existing = store.meta.getImage(manifest.digest);
       if (existing && (await store.isComplete(existing))) {

@@ -38,17 +38,6 @@ export interface TrustOptions {
   trustKeysFromHttps?: boolean;
 }
 
-const optionsByContext = new WeakMap<Context, TrustOptions>();
-
-/** Sets the trust options of a context (the CLI's fetch flags; the CRI's config). */
-export function setTrustOptions(ctx: Context, options: TrustOptions): void {
-  optionsByContext.set(ctx, options);
-}
-
-export function trustOptionsOf(ctx: Context): TrustOptions {
-  return optionsByContext.get(ctx) ?? {};
-}
-
 interface AciCapable {
   signatureSubjects(): Promise<import('../image/transports/aci.js').AciSignatureSubject[]>;
 }
@@ -65,7 +54,7 @@ function isRegistryCapable(source: ImageSource): source is ImageSource & Registr
   return typeof (source as Partial<RegistryCapable>).fetchSiblingManifest === 'function' && (source as Partial<RegistryCapable>).reference !== undefined;
 }
 
-export async function verifyImage(ctx: Context, manifest: ResolvedManifest, source: ImageSource): Promise<VerificationOutcome> {
+export async function verifyImage(ctx: Context, manifest: ResolvedManifest, source: ImageSource, trust: TrustOptions = {}): Promise<VerificationOutcome> {
   if (ctx.insecure.has('image')) {
     const reason = 'signature verification disabled by --insecure-options=image';
     ctx.warn(`${manifest.name} (${manifest.digest}): ${reason}`);
@@ -73,8 +62,8 @@ export async function verifyImage(ctx: Context, manifest: ResolvedManifest, sour
   }
   try {
     const outcome = manifest.format === 'appc'
-      ? await verifyAci(ctx, manifest, source)
-      : await verifyByPolicy(ctx, manifest, source);
+      ? await verifyAci(ctx, source, trust.trustKeysFromHttps ?? false)
+      : await verifyByPolicy(ctx, manifest, source, trust.policyFile);
     if (outcome.status === 'unsigned-accepted') ctx.warn(`${manifest.name} (${manifest.digest}): ${outcome.reason}`);
     return outcome;
   } catch (err) {
@@ -90,7 +79,7 @@ export async function verifyImage(ctx: Context, manifest: ResolvedManifest, sour
 
 const MAX_ACI_IN_MEMORY = 2 ** 31 - 1;
 
-async function verifyAci(ctx: Context, manifest: ResolvedManifest, source: ImageSource): Promise<VerificationOutcome> {
+async function verifyAci(ctx: Context, source: ImageSource, trustKeysFromHttps: boolean): Promise<VerificationOutcome> {
   if (!isAciCapable(source)) throw new GantryError('INTERNAL', `${source.description}: an appc image from a source that cannot show its signature`);
   const { keysForName } = await import('./keyring.js');
   const { verifyDetached } = await import('./pgp.js');
@@ -104,7 +93,7 @@ async function verifyAci(ctx: Context, manifest: ResolvedManifest, source: Image
       });
     }
     let keys = await keysForName(ctx, subject.name);
-    if (keys.length === 0 && trustOptionsOf(ctx).trustKeysFromHttps && subject.discoveredPubkeys.length > 0) {
+    if (keys.length === 0 && trustKeysFromHttps && subject.discoveredPubkeys.length > 0) {
       await trustDiscoveredKeys(ctx, subject.discoveredPubkeys);
       keys = await keysForName(ctx, subject.name);
     }
@@ -161,9 +150,9 @@ async function locate(source: ImageSource): Promise<Located> {
   return { transport: 'unknown', scopes: [] };
 }
 
-async function verifyByPolicy(ctx: Context, manifest: ResolvedManifest, source: ImageSource): Promise<VerificationOutcome> {
+async function verifyByPolicy(ctx: Context, manifest: ResolvedManifest, source: ImageSource, policyFile: string | undefined): Promise<VerificationOutcome> {
   const { loadPolicy, requirementsFor } = await import('./policy.js');
-  const policy = await loadPolicy(ctx, trustOptionsOf(ctx).policyFile);
+  const policy = await loadPolicy(ctx, policyFile);
   const where = await locate(source);
   const { requirements, rule } = requirementsFor(policy, where.transport, where.scopes);
   ctx.debug(`${source.description}: policy rule ${rule}: ${requirements.map((r) => r.type).join(', ')}`);
