@@ -307,7 +307,13 @@ describe('pods on disk', { concurrency: false }, () => {
       // A one-character prefix shared by both, if they share it, is ambiguous.
       if (a[0] === b[0]) assert.equal((await t.g(['status', a[0]!])).code, 3);
       assert.equal((await t.g(['rm', a, b])).code, 0);
-      await assertNothingLeft(t, [a, b]);
+      // Several UUIDs: a failure for one is reported (as JSON with --format json), the others still go.
+      const c = (await t.g(['prepare', '--net=none', IMAGE, '--exec', 'true'])).stdout.trim();
+      const mixed = await t.g(['--format', 'json', 'rm', 'ffffffff-0000-4000-8000-000000000000', c]);
+      assert.equal(mixed.code, 3, mixed.stderr);
+      assert.deepEqual((JSON.parse(mixed.stdout) as { removed: string[] }).removed, [c]);
+      assert.equal((JSON.parse(mixed.stderr.trim()) as { error: { code: string } }).error.code, 'POD_NOT_FOUND');
+      await assertNothingLeft(t, [a, b, c]);
     } finally {
       await teardown(t);
     }

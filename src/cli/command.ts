@@ -3,6 +3,7 @@
  * modules parse flags and print; the work happens in the library.
  */
 import type { Context } from '../context.js';
+import { isGantryError, type GantryError } from '../errors.js';
 import type { FlagSpecs, ParsedArgs, ParseOptions } from './args.js';
 
 export type OutputFormat = 'text' | 'json';
@@ -36,6 +37,35 @@ export interface CommandGroup {
 
 export function writeJson(env: CliEnv, value: unknown): void {
   env.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A GantryError on stderr, as main reports one (JSON with --format json). */
+export function writeError(env: CliEnv, err: GantryError): void {
+  if (env.format === 'json') {
+    env.stderr.write(JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }) + '\n');
+    return;
+  }
+  env.stderr.write(`gantry: error: ${err.message}\n`);
+  if (err.hint) env.stderr.write(`  hint: ${err.hint}\n`);
+}
+
+/**
+ * Runs `fn` for each argument in turn (rm, stop of several pods): a
+ * GantryError for one is reported and the others still run. Returns the
+ * first failure's exit code, else 0; any other error stops at once.
+ */
+export async function forEachArg(env: CliEnv, items: string[], fn: (item: string) => Promise<void>): Promise<number> {
+  let first: GantryError | undefined;
+  for (const item of items) {
+    try {
+      await fn(item);
+    } catch (err) {
+      if (!isGantryError(err)) throw err;
+      writeError(env, err);
+      first ??= err;
+    }
+  }
+  return first ? first.exitCode : 0;
 }
 
 /** Prints rows as an aligned table with a header. */
