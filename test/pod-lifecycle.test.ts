@@ -257,6 +257,7 @@ describe('pods on disk', { concurrency: false }, () => {
 
   test('bad input: clear errors, documented exit codes, no pod left behind', async () => {
     const t = await setup();
+    const uuidsSeen: string[] = [];
     try {
       // An image without Entrypoint and Cmd.
       const layout = path.join(t.dir, 'nocmd');
@@ -283,6 +284,15 @@ describe('pods on disk', { concurrency: false }, () => {
       assert.equal((await t.g(['run', '--net=bogus net', IMAGE])).code, 2);
       assert.equal((await t.g(['run', '--memory', 'lots', IMAGE])).code, 2);
       assert.equal((await t.g(['run', '-d', '--rm', IMAGE])).code, 2);
+      // A detached start that fails: RUNTIME_ERROR, and the pod is retired (exited), nothing of it running.
+      const badStart = await t.g(['run', '-d', '--net=none', IMAGE, '--exec', '/no-such-program-gantry']);
+      assert.equal(badStart.code, 13, badStart.stderr);
+      assert.match(badStart.stderr, /no-such-program-gantry/);
+      const retired = (await listJson(t)).filter((x) => x.state !== 'prepared');
+      assert.equal(retired.length, 1);
+      assert.equal(retired[0]!.state, 'exited');
+      assert.ok(fs.existsSync(path.join(t.dir, 'pods', 'exited-garbage', retired[0]!.uuid, 'stage1-gc-done')), 'stage1 cleaned up after the failed start');
+      uuidsSeen.push(retired[0]!.uuid);
       // Pod flags after the first image are checked the same way.
       const late = await t.g(['run', '--net=none', IMAGE, '--rm', '-d', '--exec', 'true']);
       assert.equal(late.code, 2, late.stderr);
@@ -313,7 +323,7 @@ describe('pods on disk', { concurrency: false }, () => {
       assert.equal(mixed.code, 3, mixed.stderr);
       assert.deepEqual((JSON.parse(mixed.stdout) as { removed: string[] }).removed, [c]);
       assert.equal((JSON.parse(mixed.stderr.trim()) as { error: { code: string } }).error.code, 'POD_NOT_FOUND');
-      await assertNothingLeft(t, [a, b, c]);
+      await assertNothingLeft(t, [a, b, c, ...uuidsSeen]);
     } finally {
       await teardown(t);
     }

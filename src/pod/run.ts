@@ -78,7 +78,7 @@ export async function startPod(ctx: Context, pod: LockedPod, options: StartOptio
       handOverPodLock(pod.lockFd);
       return result;
     } catch (err) {
-      await stage1.stop({ uuid: pod.uuid, podDir: pod.dir, ociRuntime: pod.manifest.ociRuntime }, { force: true }).catch(() => {});
+      // gc kills whatever of the pod started (a stop first would only do part of that).
       await stage1Gc(ctx, pod).catch(() => {});
       await retire(ctx, pod, undefined, false);
       throw err;
