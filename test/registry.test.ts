@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { createContext, type Context, type InsecureCheck } from '../src/context.js';
 import { isGantryError, type ErrorCode } from '../src/errors.js';
+import { isCode } from './lib/errors.js';
 import { parseManifest, selectPlatform } from '../src/image/manifest.js';
 import { MEDIA_TYPES, type Descriptor } from '../src/image/model.js';
 import { parseDockerName } from '../src/image/reference.js';
@@ -37,12 +38,7 @@ async function readAll(stream: Readable): Promise<Buffer> {
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function expectCode(promise: Promise<unknown>, code: ErrorCode, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(isGantryError(err), `expected GantryError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
+  await assert.rejects(promise, isCode(code, pattern));
 }
 
 async function pull(text: string, ctx: Context, opts: RegistrySourceOptions = noAuthFiles, platform = amd64) {

@@ -12,18 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { GantryError, isGantryError, type ErrorCode } from '../src/errors.js';
+import { GantryError } from '../src/errors.js';
 import { ContentStore } from '../src/store/content.js';
 import { FileLock } from '../src/store/lock.js';
+import { isCode } from './lib/errors.js';
 import { mount, umount2, MNT_DETACH } from '../src/sys/libc.js';
 
 const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const isCode = (code: ErrorCode, pattern?: RegExp) => (err: unknown) => {
-  assert.ok(isGantryError(err), `expected a GantryError, got ${String(err)}`);
-  assert.equal(err.code, code, err.message);
-  if (pattern) assert.match(err.message, pattern);
-  return true;
-};
 
 let tmp: string;
 let root: string;

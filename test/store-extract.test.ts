@@ -15,6 +15,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { isGantryError, type ErrorCode } from '../src/errors.js';
+import { isCode } from './lib/errors.js';
 import { MEDIA_TYPES } from '../src/image/model.js';
 import { ContentStore } from '../src/store/content.js';
 import { OPAQUE_XATTR } from '../src/store/extract.js';
@@ -102,12 +103,7 @@ async function unpackEntries(entries: Entry[], parent?: string) {
 /** Asserts the unpack fails with `code` and leaves no snapshot, no temp dir, nothing outside. */
 async function expectRejected(blob: { layer: { digest: string; mediaType: string; compression: 'none' | 'gzip' | 'zstd' }; blobPath: string }, code: ErrorCode, pattern?: RegExp, expectedDiffId?: string) {
   const before = await snaps.list();
-  await assert.rejects(snaps.unpack(blob.layer, blob.blobPath, undefined, expectedDiffId), (err: unknown) => {
-    assert.ok(isGantryError(err), `expected a GantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
+  await assert.rejects(snaps.unpack(blob.layer, blob.blobPath, undefined, expectedDiffId), isCode(code, pattern));
   assert.deepEqual(await snaps.list(), before, 'no snapshot may appear');
   assert.deepEqual(await fsp.readdir(path.join(storeRoot, 'tmp')), [], 'temp dir must be removed');
   assert.deepEqual((await fsp.readdir(outside)).sort(), ['secret'], 'nothing may appear outside');

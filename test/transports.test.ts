@@ -20,6 +20,7 @@ import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { createContext, type Context, type InsecureCheck, type ProgressEvent } from '../src/context.js';
 import { isGantryError, type ErrorCode } from '../src/errors.js';
+import { isCode } from './lib/errors.js';
 import type { ImageSource, Platform, ResolvedManifest } from '../src/image/model.js';
 import { parseReference } from '../src/image/reference.js';
 import { appcImageId } from '../src/image/transports/aci.js';
@@ -78,12 +79,7 @@ async function resolveAndVerify(ref: string, platform: Platform = AMD64, insecur
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(isGantryError(err), `expected a GantryError, got ${String(err)}`);
-    assert.equal(err.code, code, `code of "${err.message}"`);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
+  await assert.rejects(promise, isCode(code, pattern));
 }
 
 before(async () => {
