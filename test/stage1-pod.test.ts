@@ -18,7 +18,7 @@ import { isGantryError } from '../src/errors.js';
 import type { AppSpec, PodRef, PodSpec, PodStatus } from '../src/stage1/abi.js';
 import { nsStage1 } from '../src/stage1/ns/index.js';
 import { flyStage1 } from '../src/stage1/fly/index.js';
-import { mountsUnder } from '../src/stage1/ns/rootfs.js';
+import { mountsUnder } from '../src/sys/mounts.js';
 import { detectCgroups } from '../src/stage1/ns/cgroups.js';
 import { readAppRecord, readPodRecord } from '../src/stage1/ns/pod.js';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../src/sys/libc.js';

@@ -28,6 +28,7 @@ import path from 'node:path';
 import type { Context } from '../context.js';
 import { errnoCode, GantryError } from '../errors.js';
 import { FileLock } from '../store/lock.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 export type AuditEvent = 'fetch' | 'trust-add' | 'trust-rm' | 'run' | 'stop' | 'rm' | 'gc' | 'image-rm' | 'image-gc';
 
@@ -112,16 +113,7 @@ async function readLastRecord(file: string): Promise<Head | undefined> {
 }
 
 async function writeHead(ctx: Context, head: Head): Promise<void> {
-  const file = headPath(ctx);
-  const temp = `${file}.tmp-${process.pid}`;
-  const handle = await fsp.open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(head) + '\n');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fsp.rename(temp, file);
+  await writeFileAtomic(headPath(ctx), JSON.stringify(head) + '\n');
 }
 
 /** Appends one record; throws on failure (recordAudit is the forgiving wrapper). */

@@ -9,13 +9,14 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { GantryError, translateFsError } from '../errors.js';
 import type { ImageRecord } from '../store/metadata.js';
 import type { Store } from '../store/store.js';
 import { MEDIA_TYPES, type ImageConfig } from './model.js';
+import { digestOf } from './digest.js';
 
 const OCI_EQUIVALENT: Record<string, string> = {
   [MEDIA_TYPES.dockerManifest]: MEDIA_TYPES.ociManifest,
@@ -53,7 +54,7 @@ export async function exportOciArchive(store: Store, image: ImageRecord, target:
     ...(original.annotations ? { annotations: original.annotations } : {}),
   };
   const manifestBytes = Buffer.from(JSON.stringify(converted));
-  const manifestDigest = `sha256:${createHash('sha256').update(manifestBytes).digest('hex')}`;
+  const manifestDigest = digestOf(manifestBytes);
   const refName = exportTag(image, tag);
   const index = {
     schemaVersion: 2,

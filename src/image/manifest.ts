@@ -9,9 +9,8 @@
  * checked, unknown media types are errors that name the type, and Docker
  * schema 1 is refused with a hint instead of being half-supported.
  */
-import { createHash } from 'node:crypto';
 import { GantryError } from '../errors.js';
-import { digestProblem } from './reference.js';
+import { digestOf, digestProblem } from './digest.js';
 import { MEDIA_TYPES, type Descriptor, type Digest, type LayerCompression, type LayerDescriptor, type Platform } from './model.js';
 
 /** Manifests larger than this are refused (containers/image uses the same limit). */
@@ -51,16 +50,11 @@ export type ParsedManifest =
   | { kind: 'index'; mediaType: string; manifests: Descriptor[] }
   | { kind: 'manifest'; mediaType: string; config: Descriptor; layers: LayerDescriptor[] };
 
-/** Digest of exact bytes; sha256 unless the algorithm of an expected digest says otherwise. */
-export function computeDigest(data: Buffer | Uint8Array, algorithm = 'sha256'): Digest {
-  return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}`;
-}
-
 /** Throws DIGEST_MISMATCH unless `data` hashes to `expected` (whose algorithm is used). */
 export function verifyDigest(data: Buffer | Uint8Array, expected: Digest, where: string): void {
   const problem = digestProblem(expected);
   if (problem) throw new GantryError('MANIFEST_INVALID', `${where}: ${problem}`);
-  const actual = computeDigest(data, expected.slice(0, expected.indexOf(':')));
+  const actual = digestOf(data, expected.slice(0, expected.indexOf(':')));
   if (actual !== expected) {
     throw new GantryError('DIGEST_MISMATCH', `${where}: content has digest ${actual}, expected ${expected}`, {
       hint: 'the source served different bytes than it promised; do not use this source until it is fixed',

@@ -26,6 +26,7 @@
  * os and arch default to the host's.
  */
 import { GantryError } from '../errors.js';
+import { digestProblem } from './digest.js';
 
 export interface DockerReference {
   kind: 'docker';
@@ -59,36 +60,12 @@ const MAX_NAME_LENGTH = 255;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const DOMAIN_COMPONENT = /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
-const DIGEST = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
 const PORT = /^[0-9]{1,5}$/;
-
-/** Hex lengths of the digest algorithms gantry can verify. */
-const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
 
 function invalid(text: string, problem: string, hint?: string): GantryError {
   return new GantryError('INVALID_REFERENCE', `invalid image reference "${text}": ${problem}`, {
     hint: hint ?? 'use docker://[host[:port]/]repo[:tag|@sha256:...], oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE[:name:tag], an https:// URL or a path to an .aci file',
   });
-}
-
-/**
- * Checks a digest string ("sha256:<64 lowercase hex>"); returns a problem
- * description, or undefined when valid.
- */
-export function digestProblem(digest: string): string | undefined {
-  const m = DIGEST.exec(digest);
-  if (!m) return `"${digest}" is not a digest (expected algorithm:hex, e.g. sha256:<64 hex digits>)`;
-  const [, algorithm, hex] = m as unknown as [string, string, string];
-  const length = DIGEST_HEX_LENGTH[algorithm];
-  if (length === undefined) return `digest algorithm "${algorithm}" is not supported (use sha256 or sha512)`;
-  if (!/^[0-9a-f]+$/.test(hex) || hex.length !== length) {
-    return `digest "${digest}" must have ${length} lowercase hex digits after "${algorithm}:"`;
-  }
-  return undefined;
-}
-
-export function isValidDigest(digest: string): boolean {
-  return digestProblem(digest) === undefined;
 }
 
 function isDomain(host: string): boolean {
@@ -330,3 +307,4 @@ export function formatReference(ref: ImageReference): string {
     case 'name': return ref.text;
   }
 }
+

@@ -18,9 +18,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Context } from '../context.js';
-import { errnoCode, translateFsError } from '../errors.js';
+import { errnoCode } from '../errors.js';
 import type { NetworkConfigList } from './config.js';
 import type { PortMapping } from './flags.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 export interface CachedPod {
   podId: string;
@@ -54,20 +55,7 @@ export function networkEntryName(index: number, name: string): string {
 
 export async function writeAtomic(file: string, value: unknown): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    const handle = await fs.open(tmp, 'w', 0o600);
-    try {
-      await handle.writeFile(`${JSON.stringify(value)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw translateFsError(err, file);
-  }
+  await writeFileAtomic(file, `${JSON.stringify(value)}\n`);
 }
 
 async function readJson<T>(file: string): Promise<T | undefined> {

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GantryError, errnoCode } from '../errors.js';
 import type { AppSpec, HostsEntry, MountSpec, PodDns, PodNet, PodSpec } from '../stage1/abi.js';
+import { writeFileAtomicSync } from '../util/fs.js';
 
 export const POD_MANIFEST_FILE = 'pod.json';
 export const POD_MANIFEST_VERSION = 1;
@@ -96,16 +97,7 @@ export function readPodManifest(podDir: string): PodManifest {
 
 /** Writes pod.json atomically (temp file, fsync, rename). */
 export function writePodManifest(podDir: string, manifest: PodManifest): void {
-  const file = path.join(podDir, POD_MANIFEST_FILE);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, JSON.stringify(manifest, null, 2) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(path.join(podDir, POD_MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
 }
 
 /** The host directory of an empty volume. */

@@ -28,6 +28,8 @@ import { createPodLock, isPodLocked, tryLockPod, unlockPod } from './lock.js';
 import { readPodManifest, type PodManifest } from './manifest.js';
 import { stage1For } from './stage1.js';
 import { recordAudit } from '../audit/log.js';
+import { writeFileAtomicSync } from '../util/fs.js';
+import { mountsUnder } from '../sys/mounts.js';
 
 export const POD_DIR_STATES = ['embryo', 'prepare', 'prepared', 'run', 'exited-garbage', 'garbage'] as const;
 export type PodDirState = (typeof POD_DIR_STATES)[number];
@@ -242,8 +244,7 @@ export async function saveFinalStatus(ctx: Context, pod: { uuid: string; dir: st
   }
   const final: FinalStatus = { ...status, exitedAt: new Date().toISOString() };
   const file = path.join(pod.dir, STATUS_FILE);
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(final, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(`${file}.tmp`, file);
+  writeFileAtomicSync(file, JSON.stringify(final, null, 2) + '\n', { durable: false });
 }
 
 // --- cleanup -----------------------------------------------------------------
@@ -253,19 +254,6 @@ export async function stage1Gc(ctx: Context, pod: { uuid: string; dir: string; m
   if (fs.existsSync(path.join(pod.dir, STAGE1_GC_MARKER))) return;
   await stage1For(ctx, pod.manifest).gc({ uuid: pod.uuid, podDir: pod.dir, ociRuntime: pod.manifest.ociRuntime });
   fs.writeFileSync(path.join(pod.dir, STAGE1_GC_MARKER), '');
-}
-
-/** Mount points at or below `dir` in this mount namespace, deepest first. */
-function mountsUnder(dir: string): string[] {
-  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const mp = line.split(' ')[4];
-    if (!mp) continue;
-    const decoded = mp.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (decoded === dir || decoded.startsWith(dir + '/')) out.push(decoded);
-  }
-  return out.sort((a, b) => b.length - a.length);
 }
 
 /**

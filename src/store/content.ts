@@ -19,42 +19,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { errnoCode, GantryError, isGantryError, translateFsError } from '../errors.js';
+import { DIGEST_ALGORITHMS, digestOf, isValidDigest, parseDigest } from '../image/digest.js';
 import type { Digest } from '../image/model.js';
 import { FileLock } from './lock.js';
 
-export type DigestAlgorithm = 'sha256' | 'sha512';
-
-const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
-
-/**
- * Splits and validates "alg:hex". Only the algorithms the OCI image-spec
- * registers are accepted, with lowercase hex of the exact length, so a digest
- * can be used as a path component without any chance of traversal.
- */
-export function parseDigest(digest: string): { algorithm: DigestAlgorithm; hex: string } {
-  const m = /^(sha256|sha512):([0-9a-f]+)$/.exec(typeof digest === 'string' ? digest : '');
-  if (!m || m[2].length !== HEX_LENGTH[m[1] as DigestAlgorithm]) {
-    const shown = JSON.stringify(String(digest).slice(0, 160));
-    throw new GantryError('MANIFEST_INVALID', `invalid digest ${shown}`, {
-      hint: 'a digest is "sha256:" followed by 64 lowercase hex digits (or "sha512:" and 128); the manifest or the argument that supplied it is malformed',
-    });
-  }
-  return { algorithm: m[1] as DigestAlgorithm, hex: m[2] };
-}
-
-export function isDigest(value: string): boolean {
-  try {
-    parseDigest(value);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Digest of bytes with the given algorithm ("sha256:<hex>"). */
-export function digestOf(bytes: Buffer | Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
-}
 
 /** How much of a blob ingest gathers before writing, hashing and passing it on. */
 const WRITE_BATCH_BYTES = 1 << 20;
@@ -199,7 +167,7 @@ export class ContentStore {
 
   async list(): Promise<Digest[]> {
     const out: Digest[] = [];
-    for (const algorithm of Object.keys(HEX_LENGTH) as DigestAlgorithm[]) {
+    for (const algorithm of DIGEST_ALGORITHMS) {
       let names: string[];
       try {
         names = await fsp.readdir(path.join(this.root, 'blobs', algorithm));
@@ -209,7 +177,7 @@ export class ContentStore {
       }
       for (const name of names.sort()) {
         const digest = `${algorithm}:${name}`;
-        if (isDigest(digest)) out.push(digest);
+        if (isValidDigest(digest)) out.push(digest);
       }
     }
     return out;

@@ -3,7 +3,8 @@
  * (unpacked layers in overlay form), metadata (SQLite index), rendering, and
  * the file locks that make concurrent gantry processes safe.
  */
-export { ContentStore, parseDigest, isDigest, digestOf, type DigestAlgorithm, type IngestOptions } from './content.js';
+export { ContentStore, type IngestOptions } from './content.js';
+export { parseDigest, isValidDigest, digestOf, type DigestAlgorithm } from '../image/digest.js';
 export { SnapshotStore, type UnpackResult, type UnpackLayer, type SnapshotMeta } from './snapshots.js';
 export { MetadataStore, SCHEMA_VERSION, type ImageRecord, type LayerRecord } from './metadata.js';
 export { renderSnapshots } from './render.js';

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { errnoCode, GantryError, translateFsError } from '../errors.js';
 import { MEDIA_TYPES, type Digest, type LayerCompression } from '../image/model.js';
-import { parseDigest } from './content.js';
+import { parseDigest, digestOf } from '../image/digest.js';
 
 export interface UnpackResult {
   diffId: Digest;
@@ -80,7 +80,7 @@ export class SnapshotStore {
     parseDigest(diffId);
     if (parentChainId === undefined) return diffId;
     parseDigest(parentChainId);
-    return `sha256:${createHash('sha256').update(`${parentChainId} ${diffId}`).digest('hex')}`;
+    return digestOf(`${parentChainId} ${diffId}`);
   }
 
   dirPath(chainId: Digest): string {

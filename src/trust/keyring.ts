@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { Context } from '../context.js';
 import { errnoCode, GantryError } from '../errors.js';
 import { readPublicKeys, type KeyInfo, type PgpKey } from './pgp.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 export const SYSTEM_TRUSTED_KEYS = '/usr/lib/gantry/trustedkeys';
 const AC_IDENTIFIER = /^[a-z0-9]+(?:[-._~/][a-z0-9]+)*$/;
@@ -158,15 +159,7 @@ export async function addTrustedKey(ctx: Context, key: PgpKey, scope: KeyScope):
   const dir = scopeDir(localKeyringDir(ctx), scope);
   await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
   const file = path.join(dir, key.info.fingerprint);
-  const temp = `${file}.tmp-${process.pid}`;
-  const handle = await fsp.open(temp, 'w', 0o644);
-  try {
-    await handle.writeFile(key.armored);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fsp.rename(temp, file);
+  await writeFileAtomic(file, key.armored, { mode: 0o644 });
   return { ...key.info, scope, origin: 'local', path: file };
 }
 

@@ -12,7 +12,7 @@
  * containers-signature(5) requires); "optional" is informational only.
  */
 import { GantryError } from '../errors.js';
-import { isValidDigest } from '../image/reference.js';
+import { isValidDigest } from '../image/digest.js';
 
 export const SIMPLE_SIGNING_TYPE = 'atomic container signature';
 export const COSIGN_TYPE = 'cosign container image signature';

@@ -34,6 +34,7 @@ import { lgetxattr } from '../../sys/libc.js';
 import { type FetchOptions } from '../fetch.js';
 import { MEDIA_TYPES, type Platform } from '../model.js';
 import { appcRunConfig, type AppcDependency } from './run-config.js';
+import { digestOf } from '../digest.js';
 
 /** rkt does not bound it; 10 is far beyond any real image and stops runaway chains. */
 export const MAX_DEPENDENCY_DEPTH = 10;
@@ -243,8 +244,7 @@ async function whitelistLayer(store: Store, layerFsPaths: string[], whitelist: s
   pack.finalize();
   await done;
   const bytes = Buffer.concat(chunks);
-  const { createHash } = await import('node:crypto');
-  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const digest = digestOf(bytes);
   await store.content.putBytes({ digest, size: bytes.length }, bytes);
   try {
     const unpacked = await store.snapshots.unpack({ digest, mediaType: MEDIA_TYPES.ociLayer, compression: 'none' }, store.content.blobPath(digest), undefined, digest);

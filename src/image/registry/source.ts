@@ -16,9 +16,10 @@ import { Transform, type Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Context } from '../../context.js';
 import { GantryError, isGantryError } from '../../errors.js';
-import { MAX_MANIFEST_SIZE, MANIFEST_ACCEPT, computeDigest, formatPlatform, normalizePlatform, parseManifest, selectPlatform, verifyDigest } from '../manifest.js';
+import { MAX_MANIFEST_SIZE, MANIFEST_ACCEPT, formatPlatform, normalizePlatform, parseManifest, selectPlatform, verifyDigest } from '../manifest.js';
 import type { Descriptor, ImageSource, Platform, ResolvedManifest } from '../model.js';
-import { digestProblem, type DockerReference } from '../reference.js';
+import { digestOf, digestProblem } from '../digest.js';
+import type { DockerReference } from '../reference.js';
 import { HttpPool, RegistryClient, discard, readBody, registryErrorText } from './client.js';
 import { findCredentials, type Credentials } from './credentials.js';
 import { loadRegistriesConf, resolvePullSources, type PullEndpoint, type RegistriesConf } from './registries-conf.js';
@@ -150,7 +151,7 @@ class RegistryImageSource implements ImageSource {
     if (typeof headerDigest === 'string' && headerDigest !== '' && digestProblem(headerDigest) === undefined) {
       verifyDigest(raw, headerDigest, `manifest ${where} (Docker-Content-Digest header)`);
     }
-    const digest = byDigest ? reference : computeDigest(raw);
+    const digest = byDigest ? reference : digestOf(raw);
     return { raw, contentType: contentTypeHeader, digest };
   }
 

@@ -43,6 +43,7 @@ import { MEDIA_TYPES, type Descriptor, type ImageSource, type LayerCompression, 
 import { formatReference, type ImageReference } from '../reference.js';
 import { sniffCompression } from './archive.js';
 import { checkOffset, missingBlob } from './oci-layout.js';
+import { digestOf } from '../digest.js';
 
 /** Media type of gantry's synthetic manifest for an ACI (never sent anywhere). */
 export const APPC_SYNTHETIC_MANIFEST = 'application/vnd.gantry.appc.image.v0+json';
@@ -489,7 +490,7 @@ class AciSource implements ImageSource {
 
     const config: Descriptor = {
       mediaType: MEDIA_TYPES.appcManifest,
-      digest: `sha256:${createHash('sha256').update(manifestRaw).digest('hex')}`,
+      digest: digestOf(manifestRaw),
       size: manifestRaw.length,
     };
     const layer: LayerDescriptor = {
@@ -513,7 +514,7 @@ class AciSource implements ImageSource {
     const version = label(manifest, 'version');
     return {
       name: `${manifest.name}:${version !== undefined && /^[\w][\w.-]{0,127}$/.test(version) ? version : 'latest'}`,
-      digest: `sha256:${createHash('sha256').update(raw).digest('hex')}`,
+      digest: digestOf(raw),
       mediaType: APPC_SYNTHETIC_MANIFEST,
       raw,
       config,

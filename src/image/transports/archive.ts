@@ -26,6 +26,7 @@ import zlib from 'node:zlib';
 import type { Context } from '../../context.js';
 import { errnoCode, GantryError, translateFsError } from '../../errors.js';
 import { MAX_MANIFEST_SIZE, parseManifest } from '../manifest.js';
+import { digestOf } from '../digest.js';
 import {
   MEDIA_TYPES, type Descriptor, type ImageConfig, type ImageSource, type Platform, type ResolvedManifest,
 } from '../model.js';
@@ -494,7 +495,7 @@ class DockerArchiveSource implements ImageSource {
     }
     const configDescriptor: Descriptor = {
       mediaType: MEDIA_TYPES.dockerConfig,
-      digest: `sha256:${createHash('sha256').update(configRaw).digest('hex')}`,
+      digest: digestOf(configRaw),
       size: configRaw.length,
     };
     this.blobs.set(configDescriptor.digest, configMember);
@@ -543,7 +544,7 @@ class DockerArchiveSource implements ImageSource {
     }
     return {
       name,
-      digest: `sha256:${createHash('sha256').update(raw).digest('hex')}`,
+      digest: digestOf(raw),
       mediaType: MEDIA_TYPES.dockerManifest,
       raw,
       config: parsed.config,

@@ -28,7 +28,8 @@ import {
   formatPlatform, isIndexMediaType, MAX_MANIFEST_SIZE, normalizePlatform, parseManifest, selectPlatform, verifyDigest,
 } from '../manifest.js';
 import type { Descriptor, ImageConfig, ImageSource, Platform, ResolvedManifest } from '../model.js';
-import { digestProblem, parseDockerName, type ImageReference } from '../reference.js';
+import { digestProblem } from '../digest.js';
+import { parseDockerName, type ImageReference } from '../reference.js';
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 /** Nested indexes deeper than this are refused rather than followed forever. */

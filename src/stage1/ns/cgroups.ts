@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
 import { mount, flock, LOCK_EX, LOCK_UN, MS_NOSUID, MS_NODEV } from '../../sys/libc.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MS_NOEXEC = 8;
 const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -177,10 +178,6 @@ export function swapAccounted(info: CgroupInfo): boolean {
   const memory = info.hierarchies.find((h) => !h.v2 && h.controllers.includes('memory'));
   if (memory) return fs.existsSync(path.join(memory.mountPoint, 'memory.memsw.limit_in_bytes'));
   return false;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Removes a cgroup dir tree, leaves first. Returns the dirs that stayed. */

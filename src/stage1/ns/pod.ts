@@ -27,8 +27,9 @@ import path from 'node:path';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
 import { createNamespaceFiles, removeNamespaceFiles } from '../../sys/namespaces.js';
-import type { HostsEntry, PodDns, PodSpec, PortMapping } from '../abi.js';
+import type { HostsEntry, PodDns, PodSpec } from '../abi.js';
 import type { ProcessId } from './monitor.js';
+import { writeFileAtomicSync } from '../../util/fs.js';
 
 
 export interface PodRecord {
@@ -66,27 +67,18 @@ export interface AppRecord {
   memoryBytes?: number;
 }
 
-export interface CniNetworkResult {
-  name: string;
-  interface: string;
-  ips: string[];
-  gateway?: string;
-  dns?: { nameservers?: string[]; search?: string[]; options?: string[] };
-}
+/** One network's CNI result as stage1 records it (src/net's summary). */
+export type CniNetworkResult = import('../../net/result.js').NetworkSummary;
 
-/** The src/net API stage1 calls (imported dynamically: networking is optional for net=none/host). */
-interface NetApi {
-  setupPodNetwork(ctx: Context, req: {
-    podId: string; netnsPath: string; networks: { name: string; args?: Record<string, string> }[];
-    ports: PortMapping[]; dns?: PodDns;
-  }): Promise<{ networks: CniNetworkResult[] }>;
-  teardownPodNetwork(ctx: Context, podId: string, netnsPath?: string): Promise<void>;
-}
+/** The src/net API stage1 calls; its type only here, the module loads when a pod uses CNI. */
+type NetApi = typeof import('../../net/index.js');
 
+/**
+ * Stage1's records are rewritten by rename so no reader sees a torn file;
+ * not fsynced: after a power loss the pod is dead and gc reads what is there.
+ */
 export function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(file, JSON.stringify(value, null, 2) + '\n', { durable: false });
 }
 
 export function readJson<T>(file: string): T | undefined {
@@ -139,14 +131,14 @@ export async function removeSandbox(podDir: string): Promise<void> {
 
 async function netApi(): Promise<NetApi> {
   // Loaded only by pods that use CNI networks.
-  return (await import('../../net/index.js')) as NetApi;
+  return import('../../net/index.js');
 }
 
 export async function setupNetwork(ctx: Context, pod: PodSpec, netnsPath: string): Promise<CniNetworkResult[]> {
   if (typeof pod.net !== 'object') return [];
   const api = await netApi();
   const res = await api.setupPodNetwork(ctx, {
-    podId: pod.uuid, netnsPath, networks: pod.net.networks, ports: pod.net.ports, ...(pod.dns ? { dns: pod.dns } : {}),
+    podId: pod.uuid, netnsPath, networks: pod.net.networks, ports: pod.net.ports,
   });
   writeJsonAtomic(netRecordPath(pod.podDir), res.networks);
   return res.networks;

@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GantryError, errnoCode } from '../../errors.js';
 import { mount, umount2, MNT_DETACH } from '../../sys/libc.js';
+import { mountsUnder } from '../../sys/mounts.js';
 
 /** overlayfs refuses mount data longer than a page (minus the NUL). */
 const MOUNT_DATA_LIMIT = 4095;
@@ -86,28 +87,6 @@ export function resolveInRoot(root: string, inside: string): string {
     resolved.push(c);
   }
   return path.join(root, ...resolved);
-}
-
-/** Decodes the octal escapes (\040 for space, ...) of /proc/self/mountinfo. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-/** Mount points of this mount namespace, in mount order. */
-export function listMountPoints(): string[] {
-  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length > 4) out.push(unescapeMountPath(f[4]!));
-  }
-  return out;
-}
-
-/** Mount points at or below `dir`. */
-export function mountsUnder(dir: string): string[] {
-  const base = path.resolve(dir);
-  return listMountPoints().filter((m) => m === base || m.startsWith(base + '/'));
 }
 
 function needsEscape(p: string): boolean {

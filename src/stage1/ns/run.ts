@@ -30,6 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type {
   AppResult, AppSpec, AppStatus, EnterOptions, PodRef, PodResult, PodSpec, PodStatus, RunOptions, StdioTarget, StopOptions,
 } from '../abi.js';
@@ -203,10 +204,6 @@ const POLL_MS = 20;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 /** After SIGKILL, how long to wait for the monitor to record the exit. */
 const KILL_WAIT_MS = 5_000;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function now(): string {
   return new Date().toISOString();
