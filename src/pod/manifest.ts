@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { GantryError, errnoCode } from '../errors.js';
-import type { AppSpec, HostsEntry, MountSpec, PodDns, PodNet, PodSpec } from '../stage1/abi.js';
+import { appCommand, type AppSpec, type HostsEntry, type MountSpec, type PodDns, type PodNet, type PodSpec } from '../stage1/abi.js';
 import { writeFileAtomicSync } from '../util/fs.js';
 
 export const POD_MANIFEST_FILE = 'pod.json';
@@ -167,11 +167,6 @@ export interface AppcPodManifest {
 }
 
 /** The command an app runs: --exec, else the image's Entrypoint + (args or Cmd). */
-export function effectiveCommand(spec: Omit<AppSpec, 'name' | 'mounts'>): string[] {
-  if (spec.exec) return spec.exec;
-  return [...(spec.config.Entrypoint ?? []), ...(spec.args ?? spec.config.Cmd ?? [])];
-}
-
 export function toAppcPodManifest(m: PodManifest): AppcPodManifest {
   const annotations: AppcNameValue[] = [
     { name: 'gantry.dev/uuid', value: m.uuid },
@@ -204,7 +199,7 @@ export function toAppcPodManifest(m: PodManifest): AppcPodManifest {
         name: a.name,
         image: { name: a.image.name, id: a.image.id },
         app: {
-          exec: effectiveCommand(s),
+          exec: appCommand(s),
           user: user.split(':')[0] || '0',
           group: s.group ?? user.split(':')[1] ?? '0',
           workingDirectory: s.workingDir ?? s.config.WorkingDir ?? '/',

@@ -17,12 +17,12 @@ import type { Context } from '../context.js';
 import { GantryError, isGantryError } from '../errors.js';
 import { fetchImage, type PullPolicy } from '../image/fetch.js';
 import type { ImageConfig, Platform } from '../image/model.js';
-import type { AppSpec, HostsEntry, PodDns, PodNet, ResourceLimits } from '../stage1/abi.js';
+import { appCommand, type AppSpec, type HostsEntry, type PodDns, type PodNet, type ResourceLimits } from '../stage1/abi.js';
 import { resolveUser } from '../stage1/user.js';
 import { applyAppcDefaults, appcRunConfig } from '../image/appc/run-config.js';
 import { Store } from '../store/store.js';
 import { unlockPod } from './lock.js';
-import { POD_MANIFEST_VERSION, effectiveCommand, writePodManifest, type AppMountRecord, type NamedPort, type PodAppRecord, type PodManifest, type VolumeRecord } from './manifest.js';
+import { POD_MANIFEST_VERSION, writePodManifest, type AppMountRecord, type NamedPort, type PodAppRecord, type PodManifest, type VolumeRecord } from './manifest.js';
 import { createPod, movePod } from './pods.js';
 import type { Stage1Name } from './stage1.js';
 
@@ -159,7 +159,7 @@ export async function resolveApps(
     const spec: Omit<AppSpec, 'name' | 'mounts'> = { ...overrides, layers: store.layerPaths(image), config: config.config ?? {} };
     for (const k of Object.keys(spec) as (keyof typeof spec)[]) if (spec[k] === undefined) delete spec[k];
     const appMounts = appc ? applyAppcDefaults(appc, spec, mounts ?? [], opts.volumes) : mounts;
-    if (effectiveCommand(spec).length === 0) {
+    if (appCommand(spec).length === 0) {
       throw new GantryError('USAGE', `image ${req.image} has no command (no Entrypoint or Cmd) and no --exec was given for app ${name}`, {
         hint: `give one: gantry run ${req.image} --exec /bin/sh`,
       });

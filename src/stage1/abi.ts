@@ -247,3 +247,14 @@ export interface Stage1 {
   appStop(pod: PodRef, app: string, options?: StopOptions): Promise<void>;
   appRm(pod: PodRef, app: string): Promise<void>;
 }
+
+/**
+ * An app's argv, as every stage1 must compute it: `exec` replaces the image's
+ * Entrypoint and drops its Cmd; `args` replaces the Cmd. Empty when there is
+ * nothing to run.
+ */
+export function appCommand(app: Pick<AppSpec, 'exec' | 'args' | 'config'>): string[] {
+  const entrypoint = app.exec ?? app.config.Entrypoint ?? [];
+  const cmd = app.args ?? (app.exec ? [] : app.config.Cmd ?? []);
+  return [...entrypoint, ...cmd];
+}

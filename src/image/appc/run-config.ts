@@ -41,7 +41,7 @@ export interface AppcDependency {
 }
 
 export interface AppcRunConfig {
-  /** What the OCI code paths read (effectiveCommand, resolveUser, env). */
+  /** What the OCI code paths read (appCommand, resolveUser, env). */
   config: ImageRunConfig;
   limits?: ResourceLimits;
   /** Capabilities the app gets beyond the default set (retain-set). */

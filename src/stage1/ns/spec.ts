@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Context } from '../../context.js';
 import { GantryError } from '../../errors.js';
-import type { AppSpec, PodSpec } from '../abi.js';
+import { appCommand, type AppSpec, type PodSpec } from '../abi.js';
 import type { ResolvedUser } from '../user.js';
 import { defaultSeccompProfile, type SeccompProfile } from './seccomp.js';
 
@@ -230,9 +230,7 @@ function mergeEnv(...sources: ReadonlyArray<readonly string[]>): string[] {
 
 /** The app's argv: --exec replaces the entrypoint (and the image's Cmd). */
 function appArgs(app: AppSpec): string[] {
-  const entrypoint = app.exec ?? app.config.Entrypoint ?? [];
-  const cmd = app.args ?? (app.exec ? [] : app.config.Cmd ?? []);
-  const args = [...entrypoint, ...cmd];
+  const args = appCommand(app);
   if (args.length === 0 || args[0] === '') {
     throw invalid(`app "${app.name}": image has no command; give --exec`, 'pass --exec=/path/to/program (and arguments after --)');
   }
