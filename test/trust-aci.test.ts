@@ -142,6 +142,7 @@ describe('ACI files: signature beside the image', () => {
       const records = JSON.parse((await gantry([...s.args, 'audit', 'show', '--format', 'json'])).stdout) as { event: string; details: { result?: string; verification?: { fingerprint?: string } } }[];
       assert.deepEqual(records.map((x) => `${x.event}:${x.details.result ?? ''}`), ['fetch:refused', 'trust-add:', 'fetch:stored']);
       assert.equal(records[2]!.details.verification?.fingerprint, fpr);
+      assert.equal((records[1]!.details as { scope?: string }).scope, 'example.com/app');
 
       r = await gantry([...s.args, 'trust', 'rm', fpr], { env: ENV() });
       assert.equal(r.code, 0, r.stderr);
@@ -365,8 +366,11 @@ describe('appc discovery over https', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`trusting key ${fpr}.*--trust-keys-from-https`));
       assert.ok(fs.existsSync(path.join(s.config, 'trustedkeys', 'prefix.d', '127.0.0.1', 'app', fpr)));
-      const audit = JSON.parse((await gantry([...s.args, 'audit', 'show', '--format', 'json'])).stdout) as { event: string }[];
+      const audit = JSON.parse((await gantry([...s.args, 'audit', 'show', '--format', 'json'])).stdout) as { event: string; details: { scope?: string; via?: string } }[];
       assert.deepEqual(audit.map((a) => a.event), ['trust-add', 'fetch']);
+      // The same record shape as a key added with gantry trust.
+      assert.equal(audit[0]!.details.scope, '127.0.0.1/app');
+      assert.equal(audit[0]!.details.via, 'trust-keys-from-https');
     } finally {
       s.cleanup();
     }

@@ -42,7 +42,6 @@ async function readKeyArgument(env: CliEnv, arg: string): Promise<Buffer> {
 async function trustAdd(args: import('./args.js').ParsedArgs, positionals: string[], env: CliEnv): Promise<number> {
   const { checkPrefix, addTrustedKey, scopeText } = await import('../trust/keyring.js');
   const { readPublicKeys } = await import('../trust/pgp.js');
-  const { recordAudit } = await import('../audit/log.js');
   const prefix = stringFlag(args, 'prefix');
   const root = boolFlag(args, 'root');
   if ((prefix === undefined) === !root) {
@@ -74,8 +73,7 @@ async function trustAdd(args: import('./args.js').ParsedArgs, positionals: strin
           continue;
         }
       }
-      const stored = await addTrustedKey(env.ctx, key, scope);
-      await recordAudit(env.ctx, 'trust-add', stored.fingerprint, { scope: prefix ?? 'root', source, userIds: stored.userIds });
+      const stored = await addTrustedKey(env.ctx, key, scope, source);
       env.stderr.write(`Trusted key ${stored.fingerprint} ${scopeText(scope)} (${stored.path})\n`);
       added.push(stored);
     }

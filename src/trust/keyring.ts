@@ -12,7 +12,9 @@
  * A key trusted for "example.com" signs "example.com/app" and
  * "example.com/app/sub"; a root key signs every name. `keysForName` returns
  * all of them for one image name; trust changes write a temp file and
- * rename it, so a reader sees a key either whole or not at all.
+ * rename it, so a reader sees a key either whole or not at all. Adding a
+ * key is written to the audit log here, whoever asked for it (gantry trust,
+ * or --trust-keys-from-https during a fetch), so every record has one shape.
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -150,8 +152,12 @@ export async function keysForName(ctx: Context, name: string): Promise<(TrustedK
   return out;
 }
 
-/** Writes a key into the local keyring (replacing the same fingerprint in the same scope). */
-export async function addTrustedKey(ctx: Context, key: PgpKey, scope: KeyScope): Promise<TrustedKey> {
+/**
+ * Writes a key into the local keyring (replacing the same fingerprint in the
+ * same scope) and records it in the audit log; `source` says where the key
+ * came from (file or URL), `via` what trusted it when not `gantry trust`.
+ */
+export async function addTrustedKey(ctx: Context, key: PgpKey, scope: KeyScope, source: string, via?: string): Promise<TrustedKey> {
   if (scope.kind === 'prefix') checkPrefix(scope.prefix);
   if (key.info.problem !== undefined) {
     throw new GantryError('SIGNATURE_INVALID', `refusing to trust: ${key.info.problem}`, { hint: 'get a current key from the image publisher' });
@@ -160,6 +166,10 @@ export async function addTrustedKey(ctx: Context, key: PgpKey, scope: KeyScope):
   await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
   const file = path.join(dir, key.info.fingerprint);
   await writeFileAtomic(file, key.armored, { mode: 0o644 });
+  const { recordAudit } = await import('../audit/log.js');
+  await recordAudit(ctx, 'trust-add', key.info.fingerprint, {
+    scope: scope.kind === 'root' ? 'root' : scope.prefix, source, userIds: key.info.userIds, ...(via !== undefined ? { via } : {}),
+  });
   return { ...key.info, scope, origin: 'local', path: file };
 }
 

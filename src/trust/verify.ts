@@ -114,7 +114,6 @@ async function trustDiscoveredKeys(ctx: Context, pubkeys: { prefix: string; url:
   const { httpGet } = await import('../image/appc/http.js');
   const { readPublicKeys } = await import('./pgp.js');
   const { addTrustedKey } = await import('./keyring.js');
-  const { recordAudit } = await import('../audit/log.js');
   for (const { prefix, url } of pubkeys) {
     if (!url.startsWith('https://')) {
       ctx.warn(`not trusting key ${url} for ${prefix}: --trust-keys-from-https only takes keys served over https`);
@@ -123,9 +122,8 @@ async function trustDiscoveredKeys(ctx: Context, pubkeys: { prefix: string; url:
     const res = await httpGet(ctx, url, { limit: 1 << 20, what: `public key for ${prefix}` });
     if (res.status !== 200) throw new GantryError('REGISTRY_ERROR', `public key ${url}: HTTP ${res.status}`, { hint: 'the key server failed; trust the key by hand with gantry trust' });
     for (const key of await readPublicKeys(res.body, url)) {
-      const added = await addTrustedKey(ctx, key, { kind: 'prefix', prefix });
+      const added = await addTrustedKey(ctx, key, { kind: 'prefix', prefix }, url, 'trust-keys-from-https');
       ctx.warn(`trusting key ${added.fingerprint} (${added.userIds.join(', ')}) for prefix "${prefix}", fetched from ${url} (--trust-keys-from-https)`);
-      await recordAudit(ctx, 'trust-add', added.fingerprint, { prefix, source: url, userIds: added.userIds, via: 'trust-keys-from-https' });
     }
   }
 }
