@@ -240,6 +240,26 @@ describe('local transports and image commands', () => {
     }
   });
 
+  test('rm by one of an image\'s names, written short, drops only that name', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // The layout and the archive hold the same manifest: one image, two names.
+      for (const ref of [`oci:${await fixture('busybox')}:latest`, `oci-archive:${await fixture('busybox-oci-archive')}`]) {
+        const r = await gantry(['--dir', dir, '--insecure-options=image', 'fetch', ref]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const names = async () => (JSON.parse((await gantry(['--dir', dir, 'image', 'list', '--format', 'json'])).stdout) as { names: string[] }[]).map((i) => i.names);
+      assert.deepEqual(await names(), [['localhost/busybox-oci-archive:latest', 'localhost/busybox:latest']]);
+      // Without the tag: the stored name is the normalised one.
+      const rm = await gantry(['--dir', dir, 'image', 'rm', 'localhost/busybox-oci-archive']);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.deepEqual(await names(), [['localhost/busybox:latest']]);
+      assert.ok(blobCount(dir) > 0);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('export writes an OCI archive skopeo reads back; rm and gc empty the store', async () => {
     const { dir, cleanup } = tempDir();
     try {

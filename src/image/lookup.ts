@@ -7,9 +7,15 @@ import { parseDockerName } from './reference.js';
 export function findStoredImage(store: Store, text: string): ImageRecord | undefined {
   const direct = store.meta.findImage(text);
   if (direct) return direct;
+  const canonical = canonicalName(text);
+  return canonical === undefined ? undefined : store.meta.findImage(canonical);
+}
+
+/** The name `text` stands for in the store ("busybox" -> "docker.io/library/busybox:latest"), or undefined if it is no docker name. */
+export function canonicalName(text: string): string | undefined {
   const name = text.startsWith('docker://') ? text.slice('docker://'.length) : text;
   try {
-    return store.meta.findImage(parseDockerName(name).canonical);
+    return parseDockerName(name).canonical;
   } catch {
     return undefined;
   }

@@ -1,7 +1,7 @@
 /** `gantry image rm IMAGE...`: remove images (and the blobs and snapshots no other image uses). */
 import { GantryError } from '../../errors.js';
 import { recordAudit } from '../../audit/log.js';
-import { findStoredImage } from '../../image/lookup.js';
+import { canonicalName, findStoredImage } from '../../image/lookup.js';
 import { imagesInUse } from '../../pod/pods.js';
 import { Store } from '../../store/store.js';
 import { writeJson, type Command } from '../command.js';
@@ -26,7 +26,9 @@ export const rmCommand: Command = {
           failures++;
           continue;
         }
-        const byName = image.names.find((n) => n === text || n.endsWith(`/${text}`) || n === text.replace(/^docker:\/\//, ''));
+        // The name the image was found by, as stored, if it was found by a name (not by ID).
+        const canonical = canonicalName(text);
+        const byName = image.names.find((n) => n === text || n === canonical);
         if (byName && image.names.length > 1) {
           store.meta.removeName(byName);
         } else if (inUse.has(image.id)) {
