@@ -10,7 +10,7 @@
  * read does not disturb them.
  */
 import fs from 'node:fs';
-import path from 'node:path';
+import { appLogPath } from '../stage1/abi.js';
 
 export interface LogRecord {
   app: string;
@@ -23,9 +23,6 @@ export interface LogRecord {
 
 const LINE_RE = /^(\S+) (stdout|stderr) ([FP])(?: (.*))?$/s;
 
-function logFileOf(podDir: string, app: string): string {
-  return path.join(podDir, 'logs', `${app}.log`);
-}
 
 function parseCriLine(app: string, line: string): LogRecord | undefined {
   const m = LINE_RE.exec(line);
@@ -80,7 +77,7 @@ export class LogTail {
 export function readAllLogs(podDir: string, apps: string[]): LogRecord[] {
   const all: LogRecord[] = [];
   for (const app of apps) {
-    const tail = new LogTail(app, logFileOf(podDir, app));
+    const tail = new LogTail(app, appLogPath(podDir, app));
     try {
       for (let chunk = tail.read(); chunk.length > 0; chunk = tail.read()) all.push(...chunk);
     } finally {
@@ -102,7 +99,7 @@ export interface FollowOptions {
  * false (one last read then), the time bound passes, or `signal` aborts.
  */
 export async function followLogs(podDir: string, apps: string[], alive: () => boolean, emit: (r: LogRecord) => void, options: FollowOptions = {}): Promise<void> {
-  const tails = apps.map((a) => new LogTail(a, logFileOf(podDir, a)));
+  const tails = apps.map((a) => new LogTail(a, appLogPath(podDir, a)));
   const deadline = Date.now() + (options.maxMs ?? Number.POSITIVE_INFINITY);
   const pollMs = options.pollMs ?? 200;
   const drain = (): void => {

@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Context } from '../context.js';
 import { GantryError, errnoCode } from '../errors.js';
-import type { PodStatus } from '../stage1/abi.js';
+import { POD_UUID_RE, type PodStatus } from '../stage1/abi.js';
 import { MNT_DETACH, umount2 } from '../sys/libc.js';
 import { createPodLock, isPodLocked, tryLockPod, unlockPod } from './lock.js';
 import { readPodManifest, type PodManifest } from './manifest.js';
@@ -39,7 +39,6 @@ export type PodState = 'embryo' | 'preparing' | 'aborted-prepare' | 'prepared' |
 
 export const STATUS_FILE = 'status.json';
 const STAGE1_GC_MARKER = 'stage1-gc-done';
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Pods stuck in embryo/prepare with a free lock are removed after this long (a crashed gantry). */
 export const ABANDONED_PREPARE_GRACE_MS = 60_000;
 
@@ -163,7 +162,7 @@ export function listPods(ctx: Context): PodInfo[] {
       throw err;
     }
     for (const name of names) {
-      if (!UUID_RE.test(name)) continue;
+      if (!POD_UUID_RE.test(name)) continue;
       const info = loadInfo(ctx, state, name);
       if (info) byUuid.set(name, info);
     }

@@ -17,7 +17,7 @@ import type { Context } from '../context.js';
 import { GantryError, isGantryError } from '../errors.js';
 import { fetchImage, type PullPolicy } from '../image/fetch.js';
 import type { ImageConfig, Platform } from '../image/model.js';
-import { appCommand, type AppSpec, type HostsEntry, type PodDns, type PodNet, type ResourceLimits } from '../stage1/abi.js';
+import { APP_NAME_RE, appCommand, type AppSpec, type HostsEntry, type PodDns, type PodNet, type ResourceLimits } from '../stage1/abi.js';
 import { resolveUser } from '../stage1/user.js';
 import { applyAppcDefaults, appcRunConfig } from '../image/appc/run-config.js';
 import { Store } from '../store/store.js';
@@ -51,7 +51,6 @@ export interface PodRequest {
   namedPorts?: { name: string; hostPort: number; hostIP?: string }[];
 }
 
-export const APP_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const VOLUME_NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/;
 
 /** "docker.io/library/busybox:latest" -> "busybox". */

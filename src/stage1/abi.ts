@@ -258,3 +258,14 @@ export function appCommand(app: Pick<AppSpec, 'exec' | 'args' | 'config'>): stri
   const cmd = app.args ?? (app.exec ? [] : app.config.Cmd ?? []);
   return [...entrypoint, ...cmd];
 }
+
+/** App names: 1-63 of a-z, 0-9 and "-", not starting or ending with "-" (a DNS label). */
+export const APP_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Pod UUIDs in RFC 4122 text form, lower case. */
+export const POD_UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Where a stage1 writes an app's output in the CRI log format (stage0's `logs` reads it). */
+export function appLogPath(podDir: string, app: string): string {
+  return `${podDir}/logs/${app}.log`;
+}

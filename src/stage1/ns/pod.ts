@@ -95,7 +95,6 @@ export function readJson<T>(file: string): T | undefined {
 export const podRecordPath = (podDir: string): string => path.join(podDir, 'stage1-pod.json');
 export const netRecordPath = (podDir: string): string => path.join(podDir, 'stage1-net.json');
 export const appRecordPath = (podDir: string, app: string): string => path.join(podDir, 'apps', app, 'state.json');
-export const logPath = (podDir: string, app: string): string => path.join(podDir, 'logs', `${app}.log`);
 
 export function readPodRecord(podDir: string): PodRecord | undefined {
   return readJson<PodRecord>(podRecordPath(podDir));

@@ -31,8 +31,8 @@ import path from 'node:path';
 import type { Context } from '../../context.js';
 import { GantryError, errnoCode } from '../../errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type {
-  AppResult, AppSpec, AppStatus, EnterOptions, PodRef, PodResult, PodSpec, PodStatus, RunOptions, StdioTarget, StopOptions,
+import {
+  APP_NAME_RE, POD_UUID_RE, appLogPath, type AppResult, type AppSpec, type AppStatus, type EnterOptions, type PodRef, type PodResult, type PodSpec, type PodStatus, type RunOptions, type StdioTarget, type StopOptions,
 } from '../abi.js';
 import { resolveUser } from '../user.js';
 import {
@@ -44,16 +44,13 @@ import {
   MONITOR_LOCK_FD, identify, isAlive, readExitFile, signalProcess, startConmon, stealFd, type ProcessId,
 } from './monitor.js';
 import {
-  appRecordPath, createSandbox, logPath, netKind, netRecordPath, podEtcContents, podRecordPath, readAppRecord, readJson,
+  appRecordPath, createSandbox, netKind, netRecordPath, podEtcContents, podRecordPath, readAppRecord, readJson,
   readPodRecord, removeSandbox, setupNetwork, teardownNetwork, writeAppRecord, writeJsonAtomic,
   type AppRecord, type CniNetworkResult, type PodRecord,
 } from './pod.js';
 import { appPaths, mountAppRootfs, removeAppDir, unmountAppRootfs, type AppPaths } from './rootfs.js';
-import { buildAppSpec, readHostFacts, validateHostname, writePodEtc, type HostFacts, type PodEtcFiles } from './spec.js';
+import { DEFAULT_PATH, buildAppSpec, readHostFacts, validateHostname, writePodEtc, type HostFacts, type PodEtcFiles } from './spec.js';
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const APP_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const FALLBACK_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** How long `delete -f` may take before gantry gives up on it. */
 const DELETE_TIMEOUT_MS = 15000;
 
@@ -88,7 +85,7 @@ export function resolveRuntime(ctx: Context, ociRuntime = 'crun'): OciRuntime {
     if (!/^[A-Za-z0-9._-]+$/.test(ociRuntime)) {
       throw new GantryError('USAGE', `invalid --oci-runtime "${ociRuntime}"`, { hint: 'give crun, runc, or an absolute path' });
     }
-    const dirs = `${process.env.PATH ?? ''}:${FALLBACK_PATH}`.split(':').filter(Boolean);
+    const dirs = `${process.env.PATH ?? ''}:${DEFAULT_PATH}`.split(':').filter(Boolean);
     found = dirs.map((d) => path.join(d, ociRuntime)).find(isExecutable);
   }
   if (!found) {
@@ -107,7 +104,7 @@ export function containerId(uuid: string, app: string): string {
 }
 
 export function validatePodRef(ref: PodRef): void {
-  if (!UUID_RE.test(ref.uuid)) {
+  if (!POD_UUID_RE.test(ref.uuid.toLowerCase())) {
     throw new GantryError('CONFIG_INVALID', `invalid pod UUID "${ref.uuid}"`, { hint: 'pod UUIDs look like 0f5c1a52-8d1e-4a5e-9b3c-7f2d2a9b1c4e' });
   }
   if (!path.isAbsolute(ref.podDir)) {
@@ -515,7 +512,7 @@ async function runForeground(ctx: Context, pod: PodSpec, options: RunOptions, mo
       const pidFile = path.join(paths.appDir, 'pid');
       const args = [...runtimeGlobalArgs(rt, info, paths.runtimeLog), 'run', '--pid-file', pidFile, '--bundle', paths.appDir, id];
       ctx.debug(`stage1 ${mode}: ${rt.path} ${args.join(' ')}`);
-      const output = app.tty ? undefined : new AppOutput(logPath(pod.podDir, app.name), stdio[1], stdio[2], prefixed ? `[${app.name}] ` : '');
+      const output = app.tty ? undefined : new AppOutput(appLogPath(pod.podDir, app.name), stdio[1], stdio[2], prefixed ? `[${app.name}] ` : '');
       // Its own session: a terminal's Ctrl-C reaches gantry only, which forwards it once.
       const child = spawn(rt.path, args, {
         stdio: app.tty ? [stdioOf(stdio[0]), stdioOf(stdio[1]), stdioOf(stdio[2])] : [stdioOf(stdio[0]), 'pipe', 'pipe'],
@@ -623,7 +620,7 @@ function podLockFd(env: PodEnv, given: number | undefined): { fd?: number; owned
 }
 
 function conmonPath(): string {
-  for (const d of `${process.env.PATH ?? ''}:${FALLBACK_PATH}`.split(':').filter(Boolean)) {
+  for (const d of `${process.env.PATH ?? ''}:${DEFAULT_PATH}`.split(':').filter(Boolean)) {
     const p = path.join(d, 'conmon');
     if (isExecutable(p)) return p;
   }
@@ -638,7 +635,7 @@ async function createMonitored(env: PodEnv, app: AppSpec, paths: AppPaths, lockF
   const { pid, conmon } = await startConmon({
     conmonPath: conmonPath(), runtimePath: env.rt.path, runtimeArgs: runtimeGlobalArgs(env.rt, env.info),
     id, bundle: paths.appDir, pidFile: path.join(paths.appDir, 'pid'), conmonPidFile: path.join(paths.appDir, 'conmon.pid'),
-    logPath: logPath(env.podDir, app.name), exitDir: exitDirOf(env.podDir, app.name), socketDir: paths.appDir,
+    logPath: appLogPath(env.podDir, app.name), exitDir: exitDirOf(env.podDir, app.name), socketDir: paths.appDir,
     persistDir: path.join(paths.appDir, 'persist'), ...(lockFd !== undefined ? { lockFd } : {}), tty: app.tty === true,
   });
   const appProc = identify(pid);
@@ -795,7 +792,7 @@ async function removeApp(env: PodEnv, name: string): Promise<void> {
   if (rec?.monitor === 'conmon') signalProcess(rec.monitorProc, 'SIGKILL');
   await deleteContainer(env.ctx, env.rt, env.info, containerId(env.uuid, name));
   removeAppDir(appPaths(env.podDir, name));
-  fs.rmSync(logPath(env.podDir, name), { force: true });
+  fs.rmSync(appLogPath(env.podDir, name), { force: true });
   await removePodCgroups(env.info, env.uuid, name);
 }
 
