@@ -112,6 +112,16 @@ export function layoutProblems(info: CgroupInfo): string[] {
  * on pure v1 or v2 hosts.
  */
 export function ensureCgroupLayout(ctx: Context): CgroupInfo {
+  // One answer per process: run, status and gc of one command ask in turn,
+  // and the layout only ever changes by the mounts made below.
+  if (layoutChecked) return layoutChecked;
+  layoutChecked = fixCgroupLayout(ctx);
+  return layoutChecked;
+}
+
+let layoutChecked: CgroupInfo | undefined;
+
+function fixCgroupLayout(ctx: Context): CgroupInfo {
   let info = detectCgroups();
   if (layoutProblems(info).length === 0) return info;
   fs.mkdirSync(path.dirname(LAYOUT_LOCK), { recursive: true, mode: 0o700 });
