@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { detectCgroups } from '../src/stage1/ns/cgroups.js';
 import { GANTRY_MAIN, gantry, tempDir, type CliResult } from './lib/cli.js';
 import { fixture, tarBuffer, writeOciLayout } from './lib/fixtures.js';
+import { mountsUnder } from '../src/sys/mounts.js';
 
 const IMAGE = 'localhost/busybox:latest';
 let busybox: string;
@@ -30,10 +31,6 @@ async function setup(): Promise<T> {
   const f = await g(['fetch', `oci:${busybox}:latest`]);
   assert.equal(f.code, 0, f.stderr);
   return { ...t, g };
-}
-
-function mountsUnder(dir: string): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m === dir || m.startsWith(dir + '/'));
 }
 
 /** PIDs whose command line contains `marker` (the apps' own unique words). */

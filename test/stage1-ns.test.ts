@@ -11,59 +11,24 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createContext, type Context } from '../src/context.js';
+import { createContext } from '../src/context.js';
 import type { InsecureCheck } from '../src/context.js';
 import { isGantryError } from '../src/errors.js';
 import type { AppSpec, PodResult, PodSpec } from '../src/stage1/abi.js';
 import { nsStage1 } from '../src/stage1/ns/index.js';
 import { appPaths, mountAppRootfs, removeAppDir, resolveInRoot } from '../src/stage1/ns/rootfs.js';
 import { mountsUnder } from '../src/sys/mounts.js';
+import { assertNoRuntimeLeft, stage1Env, teardown, type Stage1Env } from './lib/stage1.js';
 import { resolveUser } from '../src/stage1/user.js';
 import { detectCgroups, layoutProblems } from '../src/stage1/ns/cgroups.js';
 import { buildAppSpec, readHostFacts } from '../src/stage1/ns/spec.js';
 
-const BUSYBOX = '/bin/busybox';
-const APPLETS = ['sh', 'echo', 'cat', 'id', 'hostname', 'true', 'false', 'sleep', 'env', 'pwd', 'touch', 'wc', 'grep', 'head', 'ls', 'kill'];
-
-/** A minimal image layer: busybox, a root and an app user (uid 1000, also in group extra). */
-function makeLayer(dir: string): string {
-  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root', 'home/app']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-  fs.copyFileSync(BUSYBOX, path.join(dir, 'bin/busybox'));
-  fs.chmodSync(path.join(dir, 'bin/busybox'), 0o755);
-  for (const a of APPLETS) fs.symlinkSync('busybox', path.join(dir, 'bin', a));
-  fs.writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n');
-  fs.writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1000:\nextra:x:2000:app\n');
-  fs.chmodSync(path.join(dir, 'tmp'), 0o1777);
-  return dir;
-}
-
-interface Env {
-  base: string;
-  ctx: Context;
-  layer: string;
-}
-
-function setup(insecure: InsecureCheck[] = []): Env {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-ns-'));
-  const layer = makeLayer(path.join(base, 'layer'));
-  const ctx = createContext({ dir: path.join(base, 'state'), insecure });
-  return { base, ctx, layer };
-}
+type Env = Stage1Env;
+const setup = (insecure: InsecureCheck[] = []): Env => stage1Env('gantry-ns-', insecure);
 
 function assertNothingLeft(env: Env, uuid: string): void {
   assert.deepEqual(mountsUnder(env.base), [], 'no mounts left under the test dir');
-  for (const h of detectCgroups().hierarchies) {
-    assert.equal(fs.existsSync(path.join(h.mountPoint, 'gantry', uuid)), false, `no cgroup left in ${h.mountPoint}`);
-  }
-  for (const rt of ['crun', 'runc']) {
-    const root = path.join(env.base, 'state/runtime', rt);
-    if (fs.existsSync(root)) assert.deepEqual(fs.readdirSync(root).filter((n) => n.startsWith('gantry-')), [], `no ${rt} state left`);
-  }
-}
-
-function teardown(env: Env): void {
-  assert.deepEqual(mountsUnder(env.base), []);
-  fs.rmSync(env.base, { recursive: true, force: true });
+  assertNoRuntimeLeft(env, uuid);
 }
 
 interface Outcome { result: PodResult; stdout: string; stderr: string; uuid: string }

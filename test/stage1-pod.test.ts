@@ -13,38 +13,21 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createContext, type Context } from '../src/context.js';
+import { createContext } from '../src/context.js';
 import { isGantryError } from '../src/errors.js';
 import type { AppSpec, PodRef, PodSpec, PodStatus } from '../src/stage1/abi.js';
 import { nsStage1 } from '../src/stage1/ns/index.js';
 import { flyStage1 } from '../src/stage1/fly/index.js';
 import { mountsUnder } from '../src/sys/mounts.js';
+import { assertNoRuntimeLeft, stage1Env, teardown, type Stage1Env } from './lib/stage1.js';
 import { detectCgroups } from '../src/stage1/ns/cgroups.js';
 import { readAppRecord, readPodRecord } from '../src/stage1/ns/pod.js';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../src/sys/libc.js';
 
-const BUSYBOX = '/bin/busybox';
-const APPLETS = ['sh', 'echo', 'cat', 'hostname', 'true', 'sleep', 'ls', 'ps', 'httpd', 'wget', 'mkdir', 'wc', 'kill', 'grep'];
 const CRI_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) [FP] .*$/;
 
-function makeLayer(dir: string): string {
-  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-  fs.copyFileSync(BUSYBOX, path.join(dir, 'bin/busybox'));
-  fs.chmodSync(path.join(dir, 'bin/busybox'), 0o755);
-  for (const a of APPLETS) fs.symlinkSync('busybox', path.join(dir, 'bin', a));
-  fs.writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  fs.writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\n');
-  fs.writeFileSync(path.join(dir, 'etc/image-marker'), 'from-the-image\n');
-  fs.chmodSync(path.join(dir, 'tmp'), 0o1777);
-  return dir;
-}
-
-interface Env { base: string; ctx: Context; layer: string }
-
-function setup(): Env {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-pod-'));
-  return { base, layer: makeLayer(path.join(base, 'layer')), ctx: createContext({ dir: path.join(base, 'state') }) };
-}
+type Env = Stage1Env;
+const setup = (): Env => stage1Env('gantry-pod-');
 
 function newPod(env: Env, apps: AppSpec[], extra: Partial<PodSpec> = {}): PodSpec {
   const uuid = randomUUID();
@@ -68,26 +51,11 @@ async function waitFor<T>(what: string, fn: () => T | undefined | false | Promis
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function podProcessesGone(uuid: string): void {
-  for (const h of detectCgroups().hierarchies) {
-    assert.equal(fs.existsSync(path.join(h.mountPoint, 'gantry', uuid)), false, `no cgroup left in ${h.mountPoint}`);
-  }
-}
-
 async function gcAndCheck(env: Env, pod: PodRef): Promise<void> {
   await nsStage1(env.ctx).gc(pod);
   await nsStage1(env.ctx).gc(pod); // idempotent
   assert.deepEqual(mountsUnder(pod.podDir), [], 'no mounts left under the pod dir');
-  podProcessesGone(pod.uuid);
-  for (const rt of ['crun', 'runc']) {
-    const root = path.join(env.base, 'state/runtime', rt);
-    if (fs.existsSync(root)) assert.deepEqual(fs.readdirSync(root).filter((n) => n.startsWith('gantry-')), [], `no ${rt} state left`);
-  }
-}
-
-function teardown(env: Env): void {
-  assert.deepEqual(mountsUnder(env.base), []);
-  fs.rmSync(env.base, { recursive: true, force: true });
+  assertNoRuntimeLeft(env, pod.uuid);
 }
 
 function lockHeld(file: string): boolean {
@@ -301,7 +269,7 @@ test('fly: host network and hostname, own rootfs, full capabilities; no app verb
     await assert.rejects(fly.appAdd(pod, app(env, 'x', 'true')), (e: unknown) => isGantryError(e, 'RUNTIME_ERROR') && /not supported by fly/.test(e.message));
     await fly.gc(pod);
     assert.deepEqual(mountsUnder(pod.podDir), []);
-    podProcessesGone(pod.uuid);
+    assertNoRuntimeLeft(env, pod.uuid);
   } finally {
     fs.closeSync(out);
     await fly.gc(pod).catch(() => undefined);
