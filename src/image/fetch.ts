@@ -39,7 +39,8 @@ export interface FetchResult {
 }
 
 const MAX_CONFIG_BYTES = 16 << 20;
-const HEX_ID = /^(sha256:)?[0-9a-f]{6,64}$/;
+/** An image ID or a prefix of one (sha256: or sha512:, or bare hex): never looked up on the network. */
+const HEX_ID = /^((sha256|sha512):)?[0-9a-f]{6,128}$/;
 
 export async function fetchImage(ctx: Context, store: Store, text: string, options: FetchOptions = {}): Promise<FetchResult> {
   const policy = options.pullPolicy ?? 'update';

@@ -94,8 +94,18 @@ export class Store {
    * fetches in progress and they wait for it.
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
+    return (await this.changeAndCollect(() => undefined, options)).report;
+  }
+
+  /**
+   * Runs `change` (metadata edits such as removing images, decided from what
+   * it reads then) and a collection, both under the exclusive lock: nothing a
+   * fetch or a pod being prepared records can slip in between.
+   */
+  async changeAndCollect<T>(change: () => T, options: GcOptions = {}): Promise<{ result: T; report: GcReport }> {
     const lock = await FileLock.acquire(path.join(this.locksDir, 'store.lock'), 'exclusive', { wait: true });
     try {
+      const result = change();
       const removedImages: ImageRecord[] = [];
       if (options.gracePeriodMs !== undefined) {
         const cutoff = (options.now ?? new Date()).getTime() - options.gracePeriodMs;
@@ -131,7 +141,7 @@ export class Store {
           await fs.rm(path.join(dir, name), { recursive: true, force: true });
         }
       }
-      return { removedImages, removedBlobs, removedSnapshots };
+      return { result, report: { removedImages, removedBlobs, removedSnapshots } };
     } finally {
       lock?.release();
     }

@@ -14,34 +14,38 @@ export const rmCommand: Command = {
   async run(args, env) {
     if (args.positionals.length === 0) throw new GantryError('USAGE', 'image rm needs at least one image');
     const store = await Store.open(env.ctx);
-    const removed: string[] = [];
     let failures = 0;
     let inUseFailures = 0;
-    const inUse = imagesInUse(env.ctx);
     try {
-      for (const text of args.positionals) {
-        const image = findStoredImage(store, text);
-        if (!image) {
-          env.stderr.write(`gantry: error: no image "${text}" in the store\n`);
-          failures++;
-          continue;
+      // Decided and done under the store's exclusive lock, so a pod prepared
+      // meanwhile is either seen as a user of its image or waits for us.
+      const { result: removed, report } = await store.changeAndCollect(() => {
+        const inUse = imagesInUse(env.ctx);
+        const ids: string[] = [];
+        for (const text of args.positionals) {
+          const image = findStoredImage(store, text);
+          if (!image) {
+            env.stderr.write(`gantry: error: no image "${text}" in the store\n`);
+            failures++;
+            continue;
+          }
+          // The name the image was found by, as stored, if it was found by a name (not by ID).
+          const canonical = canonicalName(text);
+          const byName = image.names.find((n) => n === text || n === canonical);
+          if (byName && image.names.length > 1) {
+            store.meta.removeName(byName);
+          } else if (inUse.has(image.id)) {
+            const pods = inUse.get(image.id)!;
+            env.stderr.write(`gantry: error: image ${image.id} is used by pod(s) ${pods.join(', ')}\n  hint: remove the pods first (gantry rm UUID, or gantry gc once they exited)\n`);
+            inUseFailures++;
+            continue;
+          } else {
+            store.meta.removeImage(image.id);
+          }
+          ids.push(image.id);
         }
-        // The name the image was found by, as stored, if it was found by a name (not by ID).
-        const canonical = canonicalName(text);
-        const byName = image.names.find((n) => n === text || n === canonical);
-        if (byName && image.names.length > 1) {
-          store.meta.removeName(byName);
-        } else if (inUse.has(image.id)) {
-          const pods = inUse.get(image.id)!;
-          env.stderr.write(`gantry: error: image ${image.id} is used by pod(s) ${pods.join(', ')}\n  hint: remove the pods first (gantry rm UUID, or gantry gc once they exited)\n`);
-          inUseFailures++;
-          continue;
-        } else {
-          store.meta.removeImage(image.id);
-        }
-        removed.push(image.id);
-      }
-      const report = await store.gc();
+        return ids;
+      });
       for (const id of removed) await recordAudit(env.ctx, 'image-rm', id, { blobsRemoved: report.removedBlobs.length });
       if (env.format === 'json') writeJson(env, { removed, removedBlobs: report.removedBlobs.length, removedSnapshots: report.removedSnapshots.length });
       else for (const id of removed) env.stdout.write(`${id}\n`);

@@ -283,9 +283,6 @@ class RegistryImageSource implements ImageSource {
   }
 }
 
-/** The extra reads a registry source offers the signature check. */
-export type RegistrySignatureAccess = Pick<RegistryImageSource, 'reference' | 'fetchSiblingManifest' | 'readSiblingBlob'>;
-
 /**
  * Opens a docker:// source. Reads registries.conf (unless given) and may
  * throw REGISTRY_BLOCKED or CONFIG_INVALID; does no network I/O.
