@@ -158,6 +158,11 @@ describe('pod networking', () => {
     const env = networkEnv();
     const hostPort = 18600 + (process.pid % 200);
     try {
+      for (const port of ['8080:80', '80-tcp:8080']) {
+        const noCni = await gantry([...env.base, 'run', '--net=none', '-p', port, busybox, '--exec', '/bin/true']);
+        assert.equal(noCni.code, 2, noCni.stderr);
+        assert.match(noCni.stderr, /--port needs a CNI network/);
+      }
       const unknown = await gantry([...env.base, 'run', '--net=nosuchnet', busybox, '--exec', '/bin/true']);
       assert.notEqual(unknown.code, 0);
       assert.match(unknown.stderr, /nosuchnet/);

@@ -40,13 +40,14 @@ export function writeJson(env: CliEnv, value: unknown): void {
 }
 
 /** A GantryError on stderr, as main reports one (JSON with --format json). */
+/** How a GantryError is shown on stderr: a JSON object with --format json, else message and hint. */
+export function errorText(err: GantryError, json: boolean): string {
+  if (json) return JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }) + '\n';
+  return `gantry: error: ${err.message}\n${err.hint ? `  hint: ${err.hint}\n` : ''}`;
+}
+
 export function writeError(env: CliEnv, err: GantryError): void {
-  if (env.format === 'json') {
-    env.stderr.write(JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }) + '\n');
-    return;
-  }
-  env.stderr.write(`gantry: error: ${err.message}\n`);
-  if (err.hint) env.stderr.write(`  hint: ${err.hint}\n`);
+  env.stderr.write(errorText(err, env.format === 'json'));
 }
 
 /**

@@ -7,7 +7,7 @@
 import { createContext, parseInsecureOptions } from '../context.js';
 import { EXIT_CODES, GantryError, isGantryError } from '../errors.js';
 import { formatHelp, parseArgs, boolFlag, type FlagSpecs } from './args.js';
-import type { CliEnv, Command, CommandGroup, OutputFormat } from './command.js';
+import { errorText, type CliEnv, type Command, type CommandGroup, type OutputFormat } from './command.js';
 import { createProgressRenderer } from './progress.js';
 
 export const GLOBAL_FLAGS: FlagSpecs = {
@@ -121,12 +121,7 @@ function makeEnv(flags: Map<string, string | boolean | string[]>): CliEnv {
 
 function reportError(err: unknown, json: boolean, debug: boolean): number {
   if (isGantryError(err)) {
-    if (json) {
-      process.stderr.write(JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }) + '\n');
-    } else {
-      process.stderr.write(`gantry: error: ${err.message}\n`);
-      if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-    }
+    process.stderr.write(errorText(err, json));
     if (debug && err.cause) process.stderr.write(`gantry: debug: caused by: ${String((err.cause as Error)?.stack ?? err.cause)}\n`);
     return err.exitCode;
   }

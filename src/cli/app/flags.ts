@@ -249,15 +249,10 @@ function podOptionsFrom(args: ParsedArgs): Omit<PodRequest, 'apps' | 'volumes'> 
     return { name: m[1]!, hostPort };
   });
   const ports = portTexts.filter((t) => !NAMED_PORT_RE.test(t)).map(parsePortFlag);
-  if (named.length > 0 && typeof netSpec !== 'object') {
-    throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${netSpec}`, { hint: 'use --net=default (or another CNI network) with --port' });
+  if (portTexts.length > 0 && typeof netSpec !== 'object') {
+    throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${netSpec}`, { hint: 'use --net=default (or another CNI network) with -p/--port' });
   }
-  if (ports.length > 0) {
-    if (typeof netSpec !== 'object') {
-      throw new GantryError('USAGE', `--port needs a CNI network; the pod's network is ${netSpec}`, { hint: 'use --net=default (or another CNI network) with -p' });
-    }
-    netSpec = { ...netSpec, ports };
-  }
+  if (ports.length > 0 && typeof netSpec === 'object') netSpec = { ...netSpec, ports };
   const servers = listFlag(args, 'dns').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const s of servers) if (!net.isIP(s)) throw new GantryError('USAGE', `--dns "${s}" is not an IP address`);
   const search = listFlag(args, 'dns-search');
