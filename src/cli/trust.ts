@@ -27,10 +27,8 @@ async function confirm(env: CliEnv, question: string): Promise<boolean> {
 
 async function readKeyArgument(env: CliEnv, arg: string): Promise<Buffer> {
   if (/^https?:\/\//i.test(arg)) {
-    const { httpGet } = await import('../image/appc/http.js');
-    const res = await httpGet(env.ctx, arg, { limit: 1 << 20, what: 'public key' });
-    if (res.status !== 200) throw new GantryError('REGISTRY_ERROR', `public key ${arg}: HTTP ${res.status}`, { hint: 'check the URL' });
-    return res.body;
+    const { fetchPublicKey } = await import('../trust/keyring.js');
+    return fetchPublicKey(env.ctx, arg);
   }
   try {
     return await fsp.readFile(arg);

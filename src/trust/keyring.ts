@@ -193,3 +193,13 @@ export async function removeTrustedKey(ctx: Context, fingerprint: string): Promi
   }
   return removed;
 }
+
+/** Downloads an armored public key (at most 1 MiB); REGISTRY_ERROR unless the server answers 200. */
+export async function fetchPublicKey(ctx: Context, url: string, what = 'public key'): Promise<Buffer> {
+  const { httpGet } = await import('../image/appc/http.js');
+  const res = await httpGet(ctx, url, { limit: 1 << 20, what });
+  if (res.status !== 200) {
+    throw new GantryError('REGISTRY_ERROR', `${what} ${url}: HTTP ${res.status}`, { hint: 'check the URL, or trust the key by hand from a file: gantry trust --prefix PREFIX KEYFILE' });
+  }
+  return res.body;
+}

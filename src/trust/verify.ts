@@ -111,17 +111,14 @@ async function verifyAci(ctx: Context, source: ImageSource, trustKeysFromHttps: 
 
 /** --trust-keys-from-https: trust-on-first-use of keys served by the discovery page, over https only. */
 async function trustDiscoveredKeys(ctx: Context, pubkeys: { prefix: string; url: string }[]): Promise<void> {
-  const { httpGet } = await import('../image/appc/http.js');
   const { readPublicKeys } = await import('./pgp.js');
-  const { addTrustedKey } = await import('./keyring.js');
+  const { addTrustedKey, fetchPublicKey } = await import('./keyring.js');
   for (const { prefix, url } of pubkeys) {
     if (!url.startsWith('https://')) {
       ctx.warn(`not trusting key ${url} for ${prefix}: --trust-keys-from-https only takes keys served over https`);
       continue;
     }
-    const res = await httpGet(ctx, url, { limit: 1 << 20, what: `public key for ${prefix}` });
-    if (res.status !== 200) throw new GantryError('REGISTRY_ERROR', `public key ${url}: HTTP ${res.status}`, { hint: 'the key server failed; trust the key by hand with gantry trust' });
-    for (const key of await readPublicKeys(res.body, url)) {
+    for (const key of await readPublicKeys(await fetchPublicKey(ctx, url, `public key for ${prefix}`), url)) {
       const added = await addTrustedKey(ctx, key, { kind: 'prefix', prefix }, url, 'trust-keys-from-https');
       ctx.warn(`trusting key ${added.fingerprint} (${added.userIds.join(', ')}) for prefix "${prefix}", fetched from ${url} (--trust-keys-from-https)`);
     }
