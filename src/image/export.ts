@@ -34,7 +34,7 @@ interface ManifestJson {
 }
 
 /** The tag an exported image is known by inside the archive ("latest" for "docker.io/library/busybox:latest"). */
-export function exportTag(image: ImageRecord, requested?: string): string {
+function exportTag(image: ImageRecord, requested?: string): string {
   if (requested) return requested;
   const name = image.names[0];
   const m = name ? /:([\w][\w.-]{0,127})$/.exec(name) : null;
@@ -98,7 +98,7 @@ export async function exportOciArchive(store: Store, image: ImageRecord, target:
 }
 
 /** "docker.io/library/busybox:latest" -> { name: "docker.io/library/busybox", version: "latest" }, as an AC identifier. */
-export function appcNameOf(imageName: string | undefined): { name: string; version?: string } {
+function appcNameOf(imageName: string | undefined): { name: string; version?: string } {
   let text = imageName ?? 'gantry/image';
   let version: string | undefined;
   const at = text.indexOf('@');

@@ -97,17 +97,17 @@ function looksLikeHost(component: string): boolean {
 }
 
 /** Normalises the Hub's historical aliases to "docker.io". */
-export function normalizeRegistry(host: string): string {
+function normalizeRegistry(host: string): string {
   return host === 'index.docker.io' || host === 'registry-1.docker.io' ? DOCKER_HUB : host;
 }
 
 /** Builds the canonical string of a docker reference's parts. */
-export function dockerCanonical(registry: string, repository: string, tag?: string, digest?: string): string {
+function dockerCanonical(registry: string, repository: string, tag?: string, digest?: string): string {
   return `${registry}/${repository}${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
 }
 
 /** Builds a DockerReference from validated parts, filling `canonical`. */
-export function makeDockerReference(registry: string, repository: string, tag: string | undefined, digest: string | undefined, explicitRegistry = true): DockerReference {
+function makeDockerReference(registry: string, repository: string, tag: string | undefined, digest: string | undefined, explicitRegistry = true): DockerReference {
   const ref: DockerReference = { kind: 'docker', registry, repository, canonical: dockerCanonical(registry, repository, tag, digest), explicitRegistry };
   if (tag !== undefined) ref.tag = tag;
   if (digest !== undefined) ref.digest = digest;

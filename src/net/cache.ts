@@ -41,7 +41,7 @@ export interface CachedNetwork {
   result?: unknown;
 }
 
-export function cacheRoot(ctx: Context): string {
+function cacheRoot(ctx: Context): string {
   return path.resolve(ctx.dir, 'net', 'cache');
 }
 

@@ -85,9 +85,6 @@ export function flock(fd: number, op: number): boolean {
 export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
-export const MS_BIND = 4096;
-export const MS_REC = 16384;
-export const MS_PRIVATE = 1 << 18;
 export const MNT_DETACH = 2;
 
 export function mount(source: string, target: string, fstype: string | null, flags: number, data: string | null): void {

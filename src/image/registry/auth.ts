@@ -75,7 +75,7 @@ export function parseWwwAuthenticate(header: string): Challenge[] {
 }
 
 /** The challenge gantry will answer: Bearer preferred over Basic. */
-export function pickChallenge(challenges: Challenge[]): Challenge | undefined {
+function pickChallenge(challenges: Challenge[]): Challenge | undefined {
   return challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic') ?? challenges[0];
 }
 

@@ -35,7 +35,7 @@ export function authFilePaths(env: NodeJS.ProcessEnv = process.env): string[] {
 }
 
 /** "https://index.docker.io/v1/" -> "docker.io", "https://host:5000/" -> "host:5000". */
-export function normalizeAuthKey(key: string): string {
+function normalizeAuthKey(key: string): string {
   let k = key.trim().replace(/^[a-z]+:\/\//i, '');
   k = k.replace(/\/+(v1|v2)\/*$/, '').replace(/\/+$/, '');
   const slash = k.indexOf('/');

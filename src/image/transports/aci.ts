@@ -95,7 +95,7 @@ function archiveInvalid(where: string, problem: string): GantryError {
 }
 
 /** Validates the appc image manifest fields gantry relies on. */
-export function parseAciManifest(raw: Buffer, where: string): AciManifest {
+function parseAciManifest(raw: Buffer, where: string): AciManifest {
   let doc: unknown;
   try {
     doc = JSON.parse(raw.toString('utf8'));
@@ -129,7 +129,7 @@ function label(manifest: AciManifest, name: string): string | undefined {
  * The platform an ACI declares (labels os/arch) filled in from `wanted` where
  * it says nothing: appc makes both labels optional, meaning "any".
  */
-export function aciPlatform(manifest: AciManifest, wanted: Platform): Platform {
+function aciPlatform(manifest: AciManifest, wanted: Platform): Platform {
   const os = label(manifest, 'os');
   const arch = label(manifest, 'arch');
   if (arch === undefined) return { ...wanted, os: os ?? wanted.os };
@@ -174,7 +174,7 @@ interface AciInspection {
 }
 
 /** One pass over the ACI file; see the module comment. */
-export async function inspectAci(file: string, where: string): Promise<AciInspection> {
+async function inspectAci(file: string, where: string): Promise<AciInspection> {
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(file, 'r');
@@ -281,7 +281,7 @@ const TLS_ERRORS = new Set([
  * --insecure-options=tls. Redirects are followed (at most 5), never from
  * https down to http unless http is allowed.
  */
-export async function downloadAci(url: string, dest: string, ctx: Context): Promise<void> {
+async function downloadAci(url: string, dest: string, ctx: Context): Promise<void> {
   let current = new URL(url);
   let extraCa: Buffer | undefined;
   if (process.env.GANTRY_CA_FILE) {

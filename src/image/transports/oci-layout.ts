@@ -281,7 +281,7 @@ export function missingBlob(where: string, digest: string, what: string): Gantry
 }
 
 /** LayoutReader over a directory. */
-export class DirectoryLayoutReader implements LayoutReader {
+class DirectoryLayoutReader implements LayoutReader {
   constructor(private readonly root: string) {}
 
   private async statFile(relPath: string): Promise<fs.Stats | undefined> {
